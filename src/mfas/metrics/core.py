@@ -123,9 +123,10 @@ def eer(labels: object, scores: object) -> EER:
     EER. Ties on |APCER - BPCER| go to the lower mean error, then to the lower threshold.
     """
     c = error_curve(labels, scores)
-    gap = np.abs(c.apcer - c.bpcer)
     mean = (c.apcer + c.bpcer) / 2.0
-    k = int(np.lexsort((c.thresholds, mean, gap))[0])
+    # rounding makes equal gaps compare equal despite float noise, so ties break by rule
+    gap = np.round(np.abs(c.apcer - c.bpcer), 12)
+    k = int(np.lexsort((c.thresholds, np.round(mean, 12), gap))[0])
     return EER(eer=float(mean[k]), threshold=float(c.thresholds[k]), apcer=float(c.apcer[k]),
                bpcer=float(c.bpcer[k]))
 

@@ -1,0 +1,37 @@
+"""Entry point of the ``mfas`` command."""
+
+from __future__ import annotations
+
+import typer
+
+from mfas import __version__
+from mfas.cli import data, protocols
+from mfas.cli.demo import demo_cmd
+
+app = typer.Typer(
+    name="mfas",
+    help="Multimodal (RGB + depth + infrared) face anti-spoofing: data, protocols, metrics, models.\n\n"
+         "Conventions: label 1 = bona fide, score = P(bona fide); modalities rgb, depth, ir.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(data.app, name="data")
+app.add_typer(protocols.app, name="protocols")
+app.command("demo")(demo_cmd)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mfas {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
+    """mfas command line."""
+
+
+if __name__ == "__main__":
+    app()
