@@ -44,3 +44,13 @@ def sim_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sim") / "simfas"
     generate_store(path, per_domain=40, size=64, seed=0, workers=2)
     return path
+
+
+@pytest.fixture(scope="session")
+def sim_store_medium(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """150 samples per domain: enough for the statistical checks of SimFAS to be stable."""
+    from mfas.data.synth import generate_store
+
+    path = tmp_path_factory.mktemp("sim_medium") / "simfas"
+    generate_store(path, per_domain=150, size=64, seed=11, workers=2)
+    return path

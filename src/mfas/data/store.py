@@ -34,7 +34,7 @@ _HEADER_BYTES = 128  # fixed .npy header length so the row count can be patched 
 
 def _npy_header(shape: tuple[int, ...]) -> bytes:
     """A version 1.0 .npy header for a C-ordered uint8 array, padded to _HEADER_BYTES."""
-    d = "{'descr': '|u1', 'fortran_order': False, 'shape': %s, }" % (repr(tuple(shape)),)
+    d = f"{{'descr': '|u1', 'fortran_order': False, 'shape': {tuple(shape)!r}, }}"
     body = d.encode("latin1")
     pad = _HEADER_BYTES - 10 - len(body) - 1
     if pad < 0:
@@ -329,7 +329,8 @@ def _read_meta(p: Path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise StoreError(f"{mf}: not valid JSON ({e}); the store is damaged, rebuild it") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise StoreError(f"{mf}: not an mfas store (format is {meta.get('format') if isinstance(meta, dict) else '?'!r})")
+        fmt = meta.get("format") if isinstance(meta, dict) else None
+        raise StoreError(f"{mf}: not an mfas store (format is {fmt!r})")
     if meta.get("version") != VERSION:
         raise StoreError(f"{mf}: store format version {meta.get('version')!r}, this mfas reads {VERSION}")
     if meta.get("complete") is not True:

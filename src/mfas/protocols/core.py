@@ -138,7 +138,8 @@ def protocol_from_dict(data: dict, where: str = "<dict>") -> Protocol:
     try:
         return Protocol(**data)
     except ValidationError as e:
-        err = e.errors()[0]
+        # an unknown key usually explains the "field required" next to it: report it first
+        err = sorted(e.errors(), key=lambda x: x["type"] != "extra_forbidden")[0]
         loc = ".".join(str(p) for p in err["loc"])
         msg = err["msg"]
         if err["type"] == "extra_forbidden":

@@ -152,7 +152,8 @@ def attack_replay(ident, rng, prof, res, dist):
     brightness = rng.uniform(0.6, 1.1)
     tint = np.array([0.92, 1.0, 1.12], np.float32) * rng.normal(1, 0.03, 3).astype(np.float32)
     px = rng.uniform(0.35, 0.5) * res / 2
-    grid_pat = 1 - rng.uniform(0.05, 0.15) * (0.5 + 0.5 * np.cos(2 * np.pi * px * x)) * (0.5 + 0.5 * np.cos(2 * np.pi * px * y))
+    cells = (0.5 + 0.5 * np.cos(2 * np.pi * px * x)) * (0.5 + 0.5 * np.cos(2 * np.pi * px * y))
+    grid_pat = 1 - rng.uniform(0.05, 0.15) * cells
     th = rng.uniform(0, np.pi)
     moire = 1 + rng.uniform(0.04, 0.12) * np.sin(2 * np.pi * rng.uniform(2, 7) * (np.cos(th) * x + np.sin(th) * y)
                                                  + rng.uniform(0, 6.3))

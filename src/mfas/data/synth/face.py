@@ -164,12 +164,13 @@ def regions(ident: Identity, cap: Capture, u: np.ndarray, v: np.ndarray) -> dict
         d = np.sqrt((u - e - 0.3 * np.sin(cap.yaw) * 0.05) ** 2 + (v + 0.2) ** 2)
         iris = np.maximum(iris, np.clip((0.033 - d) * 150, 0, 1))
         pupil = np.maximum(pupil, np.clip((0.013 - d) * 250, 0, 1))
-        by = -0.31 - 0.035 * cap.brow_raise + 0.15 * (u - e) ** 2 * s * 0
+        by = -0.31 - 0.035 * cap.brow_raise
         brows = np.maximum(brows, np.clip((1 - ((u - e) / 0.11) ** 2 - ((v - by) / 0.018) ** 2) * 3, 0, 1))
         cheeks = np.maximum(cheeks, _g(u, v, 0.55 * s * ident.width, 0.12, 0.1, 0.08))
     mouth_y = 0.45 + 0.05 * cap.mouth_open
-    curve = -0.25 * cap.smile * u**2 / 0.02 * 0.02
-    lips = np.clip((1 - (u / (0.13 + 0.02 * cap.smile)) ** 2 - ((v - mouth_y - curve) / (0.05 + 0.03 * cap.mouth_open)) ** 2) * 4, 0, 1)
+    curve = -0.25 * cap.smile * u**2  # a smile lifts the corners
+    lip_w, lip_h = 0.13 + 0.02 * cap.smile, 0.05 + 0.03 * cap.mouth_open
+    lips = np.clip((1 - (u / lip_w) ** 2 - ((v - mouth_y - curve) / lip_h) ** 2) * 4, 0, 1)
     gap = np.clip((1 - (u / 0.1) ** 2 - ((v - mouth_y - curve) / (0.004 + 0.03 * cap.mouth_open)) ** 2) * 4, 0, 1)
     out.update(eye=eye * face, iris=iris * eye * face, pupil=pupil * eye * face, brows=brows * face,
                lips=lips * face, mouth=gap * face, cheeks=cheeks * face)
@@ -223,8 +224,8 @@ def face_layer(ident: Identity, cap: Capture, res: int, distance: float, rng: np
     # hair sits a little proud of the skull
     z = z - reg["hair"] * (1 - reg["face"]) * 0.01 - reg["hair"] * 0.004
     skull = reg["head"] > 0.5
-    z = np.where(skull & (reg["face"] < 0.5), distance - 0.1 * 0.55 * ident.head_depth * cap.scale
-                 * np.sqrt(np.clip(1 - (u / (ident.width * 1.18)) ** 2 - ((v + 0.12) / (ident.height * 1.12)) ** 2, 0, 1)), z)
+    dome = np.sqrt(np.clip(1 - (u / (ident.width * 1.18)) ** 2 - ((v + 0.12) / (ident.height * 1.12)) ** 2, 0, 1))
+    z = np.where(skull & (reg["face"] < 0.5), distance - 0.1 * 0.55 * ident.head_depth * cap.scale * dome, z)
     mask = np.maximum(reg["head"], reg["face"])
     if neck:  # neck and shoulders, which a depth camera sees as much as the face
         nk = np.clip((0.32 * cap.scale - np.abs(x - cap.cx)) * 30, 0, 1) * (y > cap.cy + 0.55 * cap.scale)

@@ -1,0 +1,119 @@
+"""SimFAS: deterministic, physically motivated cues, no mean/std shortcut."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mfas.data import open_store
+from mfas.data.sanity import planarity_report, sanity_report
+from mfas.data.synth import PROFILES, generate_store, plan, render
+from mfas.data.synth.generate import Spec
+from mfas.errors import ConfigError
+
+
+def test_render_shapes_and_types():
+    im = render(Spec(0, "C", 0, 0, "train", "bonafide", 0, 0), 48)
+    assert im["rgb"].shape == (48, 48, 3) and im["depth"].shape == (48, 48) and im["ir"].shape == (48, 48)
+    assert all(a.dtype == np.uint8 for a in im.values())
+
+
+@pytest.mark.parametrize("pai", ["bonafide", "print", "replay", "cut", "mask_rigid", "mask_flexible", "partial"])
+def test_render_is_deterministic(pai):
+    spec = Spec(3, "W", 1, 2, "train", pai, 4, 0)
+    a, b = render(spec, 40), render(spec, 40)
+    for m in a:
+        np.testing.assert_array_equal(a[m], b[m])
+
+
+def test_store_does_not_depend_on_worker_count(tmp_path: Path):
+    generate_store(tmp_path / "a", per_domain=6, domains=("C", "S"), size=32, seed=5, workers=1)
+    generate_store(tmp_path / "b", per_domain=6, domains=("C", "S"), size=32, seed=5, workers=2)
+    a, b = open_store(tmp_path / "a"), open_store(tmp_path / "b")
+    for m in a.modalities:
+        np.testing.assert_array_equal(a.arrays[m], b.arrays[m])
+    assert a.column("sample_id").tolist() == b.column("sample_id").tolist()
+
+
+def test_plan_splits_by_subject_and_follows_pai_mix():
+    specs = plan(0, ("C", "S"), 600)
+    by_subject: dict = {}
+    for s in specs:
+        by_subject.setdefault((s.domain, s.subject), set()).add(s.split)
+    assert all(len(v) == 1 for v in by_subject.values())  # no subject in two splits
+    s_species = {s.pai for s in specs if s.domain == "S"}
+    assert s_species == set(PROFILES["S"].pai_mix)  # S only has prints and cut-outs
+    splits = [s.split for s in specs]
+    assert {"train", "val", "test"} == set(splits)
+    frames = plan(0, ("C",), 9, frames_per_video=3)
+    assert [s.video for s in frames] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+
+
+def test_frames_of_a_video_share_the_scene_but_not_the_noise():
+    a = render(Spec(0, "C", 0, 1, "train", "bonafide", 7, 0), 48)
+    b = render(Spec(0, "C", 1, 1, "train", "bonafide", 7, 1), 48)
+    diff = np.abs(a["rgb"].astype(int) - b["rgb"].astype(int))
+    assert 0 < diff.mean() < 8
+
+
+def _centre(img: np.ndarray) -> np.ndarray:
+    h = img.shape[0]
+    return img[h // 4: 3 * h // 4, h // 4: 3 * h // 4].astype(float)
+
+
+def test_replay_panel_emits_almost_no_nir_before_gain():
+    # W has no automatic gain: the screen's NIR is far darker than a lit face
+    live = np.mean([_centre(render(Spec(0, "W", i, i, "test", "bonafide", i, 0), 64)["ir"]).mean()
+                    for i in range(6)])
+    replay = np.mean([_centre(render(Spec(0, "W", i, i, "test", "replay", i, 0), 64)["ir"]).mean()
+                      for i in range(6)])
+    assert replay < 0.6 * live
+
+
+def test_unknown_domain_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(ConfigError, match="unknown SimFAS domain 'X'"):
+        generate_store(tmp_path / "x", per_domain=2, domains=("X",))
+
+
+def test_sim_store_has_four_domains_all_splits(sim_store: Path):
+    st = open_store(sim_store)
+    assert sorted(set(st.column("domain").tolist())) == ["C", "P", "S", "W"]
+    for d in "CPSW":
+        for split in ("train", "val", "test"):
+            assert st.select(split=split, domain=d).size > 0
+    assert st.meta["provenance"]["source"] == "SimFAS"
+
+
+def test_shortcut_probe_stays_below_limit(sim_store_medium: Path):
+    rep = sanity_report(open_store(sim_store_medium))
+    assert rep["passed"], rep["auc_per_heldout_domain"]
+    assert all(v <= 0.75 for v in rep["auc_per_heldout_domain"].values())
+
+
+def test_probe_detects_a_planted_shortcut(tmp_path: Path):
+    # the probe must be able to fail: brighten every bona fide RGB image and it finds that
+    from mfas.data import Sample, StoreWriter
+
+    rng = np.random.default_rng(0)
+    with StoreWriter(tmp_path / "planted", size=(8, 8), modalities=("rgb",)) as w:
+        for i in range(80):
+            y = i % 2
+            w.add(Sample(f"p{i}", y, "bonafide" if y else "print", "x", domain="AB"[i // 40],
+                         images={"rgb": rng.integers(0, 128, (8, 8, 3), dtype=np.uint8) + 100 * y}))
+    rep = sanity_report(open_store(tmp_path / "planted"))
+    assert not rep["passed"] and rep["max_auc"] > 0.95
+
+
+def test_masks_and_partial_are_not_separable_by_planarity(sim_store_medium: Path):
+    rep = planarity_report(open_store(sim_store_medium))
+    flat, shaped = [], []
+    for d, row in rep.items():
+        for sp, auc in row.items():
+            if sp in ("print", "replay") and d != "S":
+                flat.append(auc)
+            if sp in ("mask_rigid", "mask_flexible", "partial"):
+                shaped.append(auc)
+    assert min(flat) > 0.9  # a flat instrument is flat in depth
+    assert max(shaped) < 0.8 and np.mean(shaped) < 0.65  # face-shaped instruments are not
