@@ -1,0 +1,179 @@
+"""mfas benchmark harness: one command, a JSON file and a readable table.
+
+    python benchmarks/run.py                 # every benchmark
+    python benchmarks/run.py --only matmul   # a subset (comma separated)
+
+Figures depend on the machine; the JSON records it (CPU, cores, torch, numpy) so that numbers
+are compared only with numbers from the same machine, or as ratios such as the fraction of the
+measured matmul peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict]] = {}
+
+
+def bench(name: str) -> Callable:
+    def deco(fn: Callable) -> Callable:
+        BENCHMARKS[name] = fn
+        return fn
+
+    return deco
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "python": sys.version.split()[0], "torch": torch.__version__, "numpy": np.__version__,
+            "platform": platform.platform(), "cuda": torch.cuda.is_available()}
+
+
+@bench("matmul")
+def matmul_peak(args: argparse.Namespace) -> dict:
+    """float32 matmul throughput with all torch threads: the machine's practical compute peak."""
+    import torch
+
+    out = {}
+    for n in (1024, 2048, 4096):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        torch.mm(a, b)
+        reps, best = 0, float("inf")
+        t_end = time.perf_counter() + args.seconds
+        while time.perf_counter() < t_end or reps < 3:
+            t = time.perf_counter()
+            torch.mm(a, b)
+            best = min(best, time.perf_counter() - t)
+            reps += 1
+        out[f"gflops_n{n}"] = 2 * n**3 / best / 1e9
+    out["peak_gflops"] = max(out.values())
+    return out
+
+
+@bench("store_read")
+def store_read(args: argparse.Namespace) -> dict:
+    """Reading a 224x224 RGB + depth + IR store through StoreDataset in one process (no workers)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from mfas.data import Sample, StoreDataset, StoreWriter, open_store
+
+    n = args.store_samples
+    tmp = Path(tempfile.mkdtemp(prefix="mfas-bench-"))
+    try:
+        rng = np.random.default_rng(0)
+        pool = [rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for _ in range(8)]
+        with StoreWriter(tmp / "st", size=(224, 224)) as w:
+            for i in range(n):
+                w.add(Sample(f"b{i}", i % 2, "bonafide" if i % 2 else "print", "bench",
+                             images={"rgb": pool[i % 8], "depth": pool[(i + 1) % 8][..., 0],
+                                     "ir": pool[(i + 2) % 8][..., 1]}))
+        ds = StoreDataset(open_store(tmp / "st"))
+        order = np.random.default_rng(1).permutation(n)  # random access, as a shuffled epoch reads
+        t = time.perf_counter()
+        for i in order:
+            ds[int(i)]
+        per_item = n / (time.perf_counter() - t)
+        loader = DataLoader(ds, batch_size=64, shuffle=True, num_workers=0,
+                            generator=torch.Generator().manual_seed(0))
+        t = time.perf_counter()
+        seen = sum(b["label"].numel() for b in loader)
+        batched = seen / (time.perf_counter() - t)
+        mb = sum(f.stat().st_size for f in (tmp / "st").glob("*.npy")) / 2**20
+        return {"samples": n, "store_mb": mb, "samples_per_s_getitem": per_item,
+                "samples_per_s_dataloader_b64": batched,
+                "note": "random order, page cache warm (the store was just written)"}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@bench("simfas")
+def simfas_rate(args: argparse.Namespace) -> dict:
+    """SimFAS generation of 2,000 samples of 112x112 (four domains) into a store."""
+    from mfas.data.synth import generate_store
+
+    tmp = Path(tempfile.mkdtemp(prefix="mfas-bench-"))
+    try:
+        out = {}
+        for workers in sorted({1, os.cpu_count() or 1}):
+            per_domain = args.sim_samples // 4
+            t = time.perf_counter()
+            generate_store(tmp / f"w{workers}", per_domain=per_domain, size=112, seed=0, workers=workers)
+            dt = time.perf_counter() - t
+            out[f"workers_{workers}"] = {"samples": 4 * per_domain, "seconds": dt, "samples_per_s": 4 * per_domain / dt}
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def table(results: dict) -> str:
+    lines = ["| benchmark | figure | value |", "|---|---|---|"]
+    for name, res in results["benchmarks"].items():
+        for k, v in _flatten(res):
+            val = f"{v:,.1f}" if isinstance(v, float) else str(v)
+            lines.append(f"| {name} | {k} | {val} |")
+    m = results["machine"]
+    return f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}\n\n" + "\n".join(lines)
+
+
+def _flatten(d: dict, prefix: str = "") -> list[tuple[str, object]]:
+    out = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out += _flatten(v, f"{prefix}{k}.")
+        else:
+            out.append((f"{prefix}{k}", v))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for the JSON and table")
+    p.add_argument("--seconds", type=float, default=2.0, help="time per matmul size")
+    p.add_argument("--store-samples", type=int, default=2000, help="samples in the store-read benchmark")
+    p.add_argument("--sim-samples", type=int, default=2000, help="samples in the SimFAS benchmark")
+    args = p.parse_args(argv)
+    names = [n for n in args.only.split(",") if n] or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        p.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}")
+    results = {"machine": machine(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "benchmarks": {}}
+    for n in names:
+        print(f"running {n} ...", flush=True)
+        results["benchmarks"][n] = BENCHMARKS[n](args)
+    if "matmul" in results["benchmarks"]:
+        results["peak_gflops"] = results["benchmarks"]["matmul"]["peak_gflops"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (args.out / f"bench-{stamp}.json").write_text(json.dumps(results, indent=2))
+    text = table(results)
+    (args.out / f"bench-{stamp}.md").write_text(text + "\n")
+    print(text)
+    print(f"\nwrote {args.out / f'bench-{stamp}.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
