@@ -9,8 +9,6 @@ import pytest
 
 from mfas.data import Sample, StoreWriter
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-
 
 def make_samples(n: int = 12, size: int = 16, domains: tuple[str, ...] = ("A", "B"), seed: int = 0) -> list[Sample]:
     """Deterministic tiny samples: alternating bona fide / print, cycling domains and splits."""

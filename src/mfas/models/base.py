@@ -1,0 +1,61 @@
+"""The model interface every method implements (see docs/models.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mfas.conventions import MODALITIES
+
+#: CLIP-style and ImageNet-style statistics are per modality; grey depth/IR use one channel.
+IMAGENET = {"rgb": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), "depth": ((0.5,), (0.5,)), "ir": ((0.5,), (0.5,))}
+
+
+@dataclass
+class ModelOutput:
+    """What a model returns for a batch of B samples."""
+
+    logits: torch.Tensor  # (B, 2): index 0 attack, index 1 bona fide
+    features: dict[str, torch.Tensor] = field(default_factory=dict)  # named intermediate tensors
+
+    @property
+    def score(self) -> torch.Tensor:
+        """(B,) probability of bona fide."""
+        return self.logits.float().softmax(-1)[:, 1]
+
+
+class PadModel(nn.Module):
+    """Base class: ``forward(batch) -> ModelOutput`` and ``losses(batch, output) -> {name: tensor}``.
+
+    ``batch`` holds float tensors ``batch[m]`` (B, C, H, W) for each modality the model uses, the
+    presence mask ``batch["present"]`` (B, M) over ``mfas.conventions.MODALITIES`` and ``batch["label"]``.
+    Subclasses set ``modalities``, ``input_size`` and ``norm_stats`` and keep every constructor
+    argument in ``self.config`` so the model can be rebuilt from its bundle.
+    """
+
+    modalities: tuple[str, ...] = MODALITIES
+    input_size: tuple[int, int] = (224, 224)
+    norm_stats: dict = IMAGENET
+    #: True when the model gives meaningful scores with some modalities absent.
+    supports_missing: bool = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config: dict = {}
+
+    def present(self, batch: dict, modality: str) -> torch.Tensor:
+        """(B,) bool: whether ``modality`` is present for each sample."""
+        return batch["present"][:, MODALITIES.index(modality)].bool()
+
+    def losses(self, batch: dict, output: ModelOutput) -> dict[str, torch.Tensor]:
+        ce = F.cross_entropy(output.logits.float(), batch["label"].long())
+        return {"ce": ce, "loss": ce}
+
+    def preprocessing(self) -> dict:
+        """Everything an inference bundle needs to prepare inputs for this model."""
+        return {"input_size": list(self.input_size), "modalities": list(self.modalities),
+                "norm": {m: {"mean": list(self.norm_stats[m][0]), "std": list(self.norm_stats[m][1])}
+                         for m in self.modalities}}

@@ -1,0 +1,76 @@
+"""A decorator registry in the style of timm: ``create_model(name, **overrides)``."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable
+
+from mfas.errors import ConfigError
+from mfas.models.base import PadModel
+
+_BUILDERS: dict[str, Callable[..., PadModel]] = {}
+_DEFAULTS: dict[str, dict] = {}
+
+
+def register_model(name: str, **defaults: object) -> Callable:
+    """Register ``fn(**kwargs) -> PadModel`` under ``name`` with default keyword arguments.
+
+    The same builder can be registered several times with different sizes as data.
+    """
+
+    def deco(fn: Callable[..., PadModel]) -> Callable[..., PadModel]:
+        if name in _BUILDERS:
+            raise ConfigError(f"model {name!r} is already registered")
+        _BUILDERS[name] = fn
+        _DEFAULTS[name] = dict(defaults)
+        return fn
+
+    return deco
+
+
+def list_models(pattern: str = "") -> list[str]:
+    _ensure_builtins()
+    return sorted(n for n in _BUILDERS if pattern in n)
+
+
+def model_defaults(name: str) -> dict:
+    _ensure_builtins()
+    _check_name(name)
+    return dict(_DEFAULTS[name])
+
+
+def _check_name(name: str) -> None:
+    if name not in _BUILDERS:
+        near = difflib.get_close_matches(name, list(_BUILDERS), n=3)
+        hint = f"; did you mean {', '.join(near)}?" if near else f"; known: {', '.join(sorted(_BUILDERS))}"
+        raise ConfigError(f"unknown model {name!r}{hint}")
+
+
+def create_model(name: str, **overrides: object) -> PadModel:
+    """Build a registered model; an unknown override is an error naming the nearest valid key."""
+    _ensure_builtins()
+    _check_name(name)
+    fn = _BUILDERS[name]
+    params = inspect.signature(fn).parameters
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    valid = [k for k in params if params[k].kind is not inspect.Parameter.VAR_KEYWORD]
+    for key in overrides:
+        if key not in valid and not accepts_any:
+            near = difflib.get_close_matches(key, valid, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else f"; valid: {', '.join(valid)}"
+            raise ConfigError(f"model {name!r} has no option {key!r}{hint}")
+    kwargs = {**_DEFAULTS[name], **overrides}
+    model = fn(**kwargs)
+    model.config = {"name": name, **kwargs}
+    return model
+
+
+_LOADED = False
+
+
+def _ensure_builtins() -> None:
+    global _LOADED
+    if not _LOADED:
+        _LOADED = True
+        import mfas.models.baselines  # noqa: F401  (registers on import)
