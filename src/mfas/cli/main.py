@@ -7,6 +7,7 @@ import typer
 from mfas import __version__
 from mfas.cli import data, protocols
 from mfas.cli.demo import demo_cmd
+from mfas.cli.engine import evaluate_cmd, models_app, predict_cmd, report_cmd, train_cmd
 
 app = typer.Typer(
     name="mfas",
@@ -18,6 +19,11 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.add_typer(protocols.app, name="protocols")
+app.add_typer(models_app, name="models")
+app.command("train")(train_cmd)
+app.command("evaluate")(evaluate_cmd)
+app.command("report")(report_cmd)
+app.command("predict")(predict_cmd)
 app.command("demo")(demo_cmd)
 
 

@@ -35,9 +35,9 @@ class Compose:
     def __init__(self, steps: Sequence[Callable[[dict], dict]]):
         self.steps = list(steps)
 
-    def __call__(self, item: dict) -> dict:
+    def __call__(self, item: dict, g: torch.Generator | None = None) -> dict:
         for s in self.steps:
-            item = s(item)
+            item = s(item, g) if isinstance(s, JointGeometric | Photometric) else s(item)
         return item
 
     def __repr__(self) -> str:

@@ -122,11 +122,15 @@ def iter_rendered(specs: Sequence[Spec], size: int, workers: int) -> Iterator[tu
             yield _render_job(j)
         return
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    # one thread per worker: the pool already uses the cores
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # OpenCV's thread pool must be shrunk before forking (doing it in a forked child can
+    # deadlock); the parent's setting is restored afterwards and no environment variable changes
+    before = cv2.getNumThreads()
     cv2.setNumThreads(1)
-    with ctx.Pool(workers) as pool:
-        yield from pool.imap(_render_job, jobs, chunksize=8)
+    try:
+        with ctx.Pool(workers) as pool:
+            yield from pool.imap(_render_job, jobs, chunksize=8)
+    finally:
+        cv2.setNumThreads(before)
 
 
 def to_sample(spec: Spec, images: dict[str, np.ndarray]) -> Sample:

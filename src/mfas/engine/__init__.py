@@ -1,0 +1,1 @@
+"""The engine: configs, Lightning training, runs, checkpoints, evaluation, reports, prediction."""

@@ -1,0 +1,141 @@
+"""The LightningModule that trains any registered model through the model interface."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from mfas.engine.config import OptimConfig
+from mfas.errors import MetricError
+from mfas.metrics import eer, roc_auc
+from mfas.models.base import PadModel
+
+
+def gather_scores(local: list[tuple[int, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, scores) from every rank, sorted by position; each sample appears once."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        parts: list = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, local)
+        local = [x for p in parts for x in p]
+    if not local:
+        return np.zeros(0, np.int64), np.zeros(0)
+    pos = np.array([p for p, _ in local], np.int64)
+    sc = np.array([s for _, s in local], np.float64)
+    order = np.argsort(pos, kind="stable")
+    if np.unique(pos).size != pos.size:
+        raise RuntimeError("a sample was scored twice across ranks")
+    return pos[order], sc[order]
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases, norms, tokens and embeddings (1-D parameters)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_lambda(schedule: str, total: int, warmup: float, floor: float):
+    warm = int(round(warmup * total))
+
+    def f(step: int) -> float:
+        if warm and step < warm:
+            return (step + 1) / warm
+        if schedule == "constant":
+            return 1.0
+        t = min(1.0, (step - warm) / max(1, total - warm))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return f
+
+
+class PadModule(L.LightningModule):
+    """Wraps a :class:`PadModel`; logs every loss term; scores validation sets on all ranks.
+
+    ``val_names[i]`` names validation dataloader ``i``: ``"select"`` for the sources' validation
+    data, test-set names when the model-selection policy looks at targets (``oracle_target``).
+    """
+
+    def __init__(self, model: PadModel, optim: OptimConfig, total_steps: int, val_names: list[str],
+                 val_labels: list[np.ndarray], selection: str = "last"):
+        super().__init__()
+        self.model, self.optim_cfg, self.total_steps = model, optim, total_steps
+        self.val_names, self.val_labels, self.selection = val_names, val_labels, selection
+        self._val: dict[int, list[tuple[int, float]]] = {}
+        self.history: list[dict] = []
+        self.best_value = float("inf")
+        self.best_epoch = -1
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    def forward(self, batch: dict):
+        return self.model(batch)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        out = self.model(batch)
+        losses = self.model.losses(batch, out)
+        bs = batch["label"].shape[0]
+        for k, v in losses.items():
+            self.log(f"train/{k}", v.detach(), prog_bar=k == "loss", batch_size=bs, sync_dist=False)
+        return losses["loss"]
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        score = self.model(batch).score.detach().float().cpu().tolist()
+        pos = batch["position"].tolist() if torch.is_tensor(batch["position"]) else list(batch["position"])
+        self._val.setdefault(dataloader_idx, []).extend(zip(pos, score, strict=True))
+
+    def on_validation_epoch_start(self) -> None:
+        self._val = {}
+
+    def on_validation_epoch_end(self) -> None:
+        row: dict = {"epoch": int(self.current_epoch), "step": int(self.global_step)}
+        for i, name in enumerate(self.val_names):
+            pos, sc = gather_scores(self._val.get(i, []))
+            if pos.size != self.val_labels[i].size:
+                continue  # sanity-check pass over a subset of batches
+            y = self.val_labels[i][pos]
+            try:
+                row[f"{name}/auc"], row[f"{name}/eer"] = roc_auc(y, sc), eer(y, sc).eer
+            except MetricError:
+                continue
+            self.log(f"val/{name}/auc", row[f"{name}/auc"], rank_zero_only=True)
+            self.log(f"val/{name}/eer", row[f"{name}/eer"], prog_bar=name == "select", rank_zero_only=True)
+        if self.trainer.sanity_checking or len(row) == 2:
+            return
+        self.history.append(row)
+        value = self._selection_value(row)
+        if value is not None and value < self.best_value:
+            self.best_value, self.best_epoch = value, row["epoch"]
+            self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+
+    def _selection_value(self, row: dict) -> float | None:
+        if self.selection == "best_source_val":
+            return row.get("select/eer")
+        if self.selection == "oracle_target":
+            vals = [row[f"{n}/eer"] for n in self.val_names if n != "select" and f"{n}/eer" in row]
+            return float(np.mean(vals)) if vals else None
+        return None
+
+    def configure_optimizers(self):
+        o = self.optim_cfg
+        opt = torch.optim.AdamW(param_groups(self.model, o.weight_decay), lr=o.lr, betas=o.betas)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(o.schedule, self.total_steps, o.warmup,
+                                                                 o.min_lr_ratio))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["mfas"] = {"best_value": self.best_value, "best_epoch": self.best_epoch,
+                              "history": self.history}
+        if self.best_state is not None:
+            checkpoint["mfas_best_state"] = self.best_state
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        m = checkpoint.get("mfas", {})
+        self.best_value = m.get("best_value", float("inf"))
+        self.best_epoch = m.get("best_epoch", -1)
+        self.history = list(m.get("history", []))
+        self.best_state = checkpoint.get("mfas_best_state")

@@ -1,0 +1,193 @@
+"""``report.md`` and plots from one or more runs' ``metrics.json`` and score files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from mfas.engine.evaluation import read_scores
+from mfas.engine.io import atomic_write_text
+from mfas.errors import MfasError
+from mfas.metrics import error_curve
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.2f}"
+
+
+def find_results(run: Path) -> list[Path]:
+    """Folders under a run holding a metrics.json: the run itself and its eval/* folders."""
+    out = [run] if (run / "metrics.json").exists() else []
+    out += sorted(p.parent for p in (run / "eval").glob("*/metrics.json")) if (run / "eval").exists() else []
+    return out
+
+
+def protocol_tables(m: dict) -> list[str]:
+    lines = []
+    pols = m["policies"]
+    paper = [p for p in pols if p == "test_eer"]
+    deploy = [p for p in pols if p != "test_eer"]
+    names = list(m["tests"])
+    sel = m.get("selection") or {}
+    oracle = " (**paper-compatible oracle**)" if sel.get("paper_compatible") else ""
+    epoch = f", epoch {sel['epoch']}" if "epoch" in sel else ""
+    lines.append(f"Protocol `{m['protocol']}`; unit: {m['unit']}; model selection: "
+                 f"`{sel.get('policy', '?')}`{oracle}{epoch}")
+    lines.append("")
+    if paper:
+        lines += ["**Paper-compatible** (threshold at the EER point of each test set itself, as the MMDG/MMDA/"
+                  "FLIP papers report; an oracle, not a deployable number). Values in %.", "",
+                  "| target | n | HTER | AUC | TPR@FPR=1% | Acc@BPCER=1% |", "|---|---|---|---|---|---|"]
+        for n in names:
+            r = m["tests"][n]
+            if "error" in r:
+                lines.append(f"| {n} | {r.get('n', '')} | {r['error']} | | | |")
+                continue
+            tf, b = r["threshold_free"], r["policies"].get("test_eer", {})
+            lines.append(f"| {n} ({'+'.join(r['modalities'])}) | {r['n']} | {_pct(b.get('hter'))} | {_pct(tf['auc'])} "
+                         f"| {_pct(tf['tpr_at_fpr_1'])} | {_pct(tf['acc_at_bpcer_1'])} |")
+        a = m.get("average")
+        if a:
+            tf, b = a["threshold_free"], a["policies"].get("test_eer", {})
+            lines.append(f"| **{a['kind']} of {', '.join(a['over'])}** | | {_pct(b.get('hter'))} | {_pct(tf['auc'])} "
+                         f"| {_pct(tf['tpr_at_fpr_1'])} | {_pct(tf['acc_at_bpcer_1'])} |")
+        lines.append("")
+    for pol in deploy:
+        lines += [f"**Deployable** (threshold policy `{pol}`: chosen on the sources' validation data, then applied "
+                  "to every target; ISO/IEC 30107-3 rates). Values in %.", "",
+                  "| target | threshold | APCER (max over PAI) | BPCER | ACER | HTER |", "|---|---|---|---|---|---|"]
+        for n in names:
+            b = m["tests"][n].get("policies", {}).get(pol)
+            if b is None:
+                why = m["tests"][n].get("skipped", {}).get(pol, m["tests"][n].get("error", "not computed"))
+                lines.append(f"| {n} | {why} | | | | |")
+                continue
+            lines.append(f"| {n} | {b['threshold']['value']:.4f} | {_pct(b['apcer'])} | {_pct(b['bpcer'])} "
+                         f"| {_pct(b['acer'])} | {_pct(b['hter'])} |")
+        a = m.get("average")
+        if a and pol in a["policies"]:
+            b = a["policies"][pol]
+            lines.append(f"| **{a['kind']}** | | {_pct(b['apcer'])} | {_pct(b['bpcer'])} | {_pct(b['acer'])} "
+                         f"| {_pct(b['hter'])} |")
+        lines.append("")
+        species = sorted({s for n in names for s in m["tests"][n].get("policies", {}).get(pol, {})
+                          .get("apcer_per_species", {})})
+        if species:
+            lines += [f"APCER per PAI species at `{pol}` (%):", "",
+                      "| target | " + " | ".join(species) + " |", "|---|" + "---|" * len(species)]
+            for n in names:
+                per = m["tests"][n].get("policies", {}).get(pol, {}).get("apcer_per_species", {})
+                lines.append(f"| {n} | " + " | ".join(_pct(per.get(s)) for s in species) + " |")
+            lines.append("")
+    return lines
+
+
+def plots(result_dir: Path, out: Path, prefix: str) -> list[str]:
+    """ROC, DET, FPR-FNR and histograms for every score file; returns the image paths written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = sorted(p for p in (result_dir / "scores").glob("*.csv") if p.stem != "select")
+    if not files:
+        return []
+    tables = {p.stem: read_scores(p) for p in files}
+    tables = {k: v for k, v in tables.items() if len(set(v["label"].tolist())) == 2}
+    if not tables:
+        return []
+    written = []
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    for name, t in tables.items():
+        c = error_curve(t["label"], t["score"])
+        axes[0].plot(c.apcer, 1 - c.bpcer, label=name)
+        eps = 1e-4
+        axes[1].plot(np.clip(c.apcer, eps, 1), np.clip(c.bpcer, eps, 1), label=name)
+    axes[0].plot([0, 1], [0, 1], ":", color="grey")
+    axes[0].set(xlabel="FPR = APCER (pooled)", ylabel="TPR = 1 - BPCER", title="ROC (bona fide positive)")
+    axes[1].set(xscale="log", yscale="log", xlabel="APCER (pooled)", ylabel="BPCER", title="DET")
+    for a in axes:
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8)
+    fig.tight_layout()
+    written.append(_save(fig, out / f"{prefix}roc_det.png"))
+    n = len(tables)
+    fig, axes = plt.subplots(2, n, figsize=(3.6 * n, 6.2), squeeze=False)
+    for j, (name, t) in enumerate(tables.items()):
+        c = error_curve(t["label"], t["score"])
+        ax = axes[0, j]
+        ax.plot(c.thresholds, c.apcer, label="FPR (APCER)")
+        ax.plot(c.thresholds, c.bpcer, label="FNR (BPCER)")
+        ax.set(title=name, xlabel="threshold", xlim=(0, 1))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        ax = axes[1, j]
+        bins = np.linspace(0, 1, 31)
+        ax.hist(t["score"][t["label"] == 1], bins=bins, alpha=0.6, label="bona fide", density=True)
+        ax.hist(t["score"][t["label"] == 0], bins=bins, alpha=0.6, label="attack", density=True)
+        ax.set(xlabel="score = P(bona fide)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    written.append(_save(fig, out / f"{prefix}fpr_fnr_hist.png"))
+    return written
+
+
+def _save(fig, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
+
+
+def comparison(results: list[tuple[str, dict]]) -> list[str]:
+    tests = []
+    for _, m in results:
+        tests += [t for t in m["tests"] if t not in tests]
+    lines = ["## Comparison (HTER at test EER / AUC, %, paper-compatible)", "",
+             "| run | " + " | ".join(tests) + " | average |", "|---|" + "---|" * (len(tests) + 1)]
+    for label, m in results:
+        cells = []
+        for t in tests:
+            r = m["tests"].get(t)
+            if not r or "threshold_free" not in r:
+                cells.append("—")
+                continue
+            cells.append(_hter_auc(r))
+        a = m.get("average")
+        avg = _hter_auc(a) if a else "—"
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {avg} |")
+    return lines + [""]
+
+
+def _hter_auc(r: dict) -> str:
+    return f"{_pct(r['policies'].get('test_eer', {}).get('hter'))} / {_pct(r['threshold_free']['auc'])}"
+
+
+def write_report(runs: list[Path], out: Path) -> Path:
+    """Write ``out/report.md`` (and plots under ``out/plots``) for one or several runs."""
+    results: list[tuple[str, dict, Path]] = []
+    for run in runs:
+        found = find_results(Path(run))
+        if not found:
+            raise MfasError(f"{run}: no metrics.json (train or evaluate the run first)")
+        for d in found:
+            label = Path(run).name if d == Path(run) else f"{Path(run).name}/{d.name}"
+            results.append((label, json.loads((d / "metrics.json").read_text()), d))
+    lines = ["# mfas report", "", "Conventions: label 1 = bona fide; score = P(bona fide); a sample is accepted "
+             "as bona fide when score >= threshold. Every fixed-threshold number names the policy that chose "
+             "its threshold.", ""]
+    for label, m, d in results:
+        lines += [f"## {label}", ""] + protocol_tables(m)
+        imgs = plots(d, out / "plots", prefix=f"{label.replace('/', '_')}_")
+        for img in imgs:
+            lines.append(f"![{Path(img).stem}](plots/{Path(img).name})")
+        lines.append("")
+    if len(results) > 1:
+        lines += comparison([(lbl, m) for lbl, m, _ in results])
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
+    return out / "report.md"

@@ -1,0 +1,201 @@
+"""The engine: configs, training runs, evaluation, reports, bundles, resume, atomic saves, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+import mfas
+from engine_helpers import tiny_config
+from mfas.engine.config import apply_overrides, load_config, validate_config
+from mfas.engine.evaluation import read_scores
+from mfas.engine.io import AtomicCheckpointIO, load_bundle
+from mfas.engine.train import evaluate_run, train
+from mfas.errors import ConfigError, DataError, MfasError
+
+MFAS = [sys.executable, "-m", "mfas.cli.main"]
+
+
+def test_config_overrides_and_errors(tmp_path: Path):
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump({"name": "x", "protocol": "sim/loo/CPS-W", "model": {"name": "vit-concat-tiny"}}))
+    cfg = load_config(f, ["model.depth=3", "optim.lr=1e-4", "trainer.devices=2", "eval.policies=[val_eer]"])
+    assert cfg.model.overrides == {"depth": 3} and cfg.optim.lr == 1e-4 and cfg.trainer.devices == 2
+    with pytest.raises(ConfigError, match="unknown key 'optim.lrr'; did you mean 'optim.lr'"):
+        load_config(f, ["optim.lrr=1"])
+    with pytest.raises(ConfigError, match="unknown key 'trainr'; did you mean 'trainer'"):
+        load_config(f, ["trainr.devices=2"])
+    with pytest.raises(ConfigError, match="eval.policies"):
+        load_config(f, ["eval.policies=[sometimes]"])
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        apply_overrides({}, ["novalue"])
+    with pytest.raises(ConfigError, match="protocol"):
+        validate_config({"name": "x", "model": {"name": "m"}})
+
+
+@pytest.fixture(scope="module")
+def trained(sim_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    return train(tiny_config(sim_store, out, eval={"policies": ["test_eer", "val_eer", "bpcer:0.1"]}))
+
+
+def test_run_folder_layout(trained: Path):
+    for f in ("config.yaml", "last.ckpt", "model.safetensors", "model.json", "metrics.json", "report.md",
+              "scores/W.csv", "scores/select.csv"):
+        assert (trained / f).exists(), f
+    assert list((trained / "logs").glob("metrics.csv")) and list((trained / "tb").glob("events.*"))
+    meta = json.loads((trained / "model.json").read_text())
+    assert meta["threshold"]["policy"] == "val_eer" and meta["threshold"]["source"] == "val"
+    assert meta["model"]["name"] == "vit-concat-tiny" and meta["preprocessing"]["input_size"] == [32, 32]
+    assert meta["protocol"]["name"] == "sim/loo/CPS-W"
+    m = json.loads((trained / "metrics.json").read_text())
+    w = m["tests"]["W"]
+    assert w["policies"]["test_eer"]["threshold"]["paper_compatible"] is True
+    assert w["policies"]["val_eer"]["threshold"]["paper_compatible"] is False
+    assert w["policies"]["test_eer"]["hter"] == pytest.approx(w["threshold_free"]["eer"])
+    scores = read_scores(trained / "scores" / "W.csv")
+    assert len(scores["score"]) == w["n"] and set(scores["domain"]) == {"W"}
+    report = (trained / "report.md").read_text()
+    assert "Paper-compatible" in report and "Deployable" in report and "APCER per PAI species" in report
+    assert (trained / "plots").exists() and len(list((trained / "plots").glob("*.png"))) == 2
+
+
+def test_bundle_loads_without_pickle_and_checks_hash(trained: Path, tmp_path: Path):
+    model, meta = load_bundle(trained)
+    state = load_file(str(trained / "model.safetensors"))
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, state[k])
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(trained, copy, ignore=shutil.ignore_patterns("*.ckpt", "tb", "logs"))
+    data = bytearray((copy / "model.safetensors").read_bytes())
+    data[-5] ^= 0xFF
+    (copy / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(MfasError, match="does not match the hash"):
+        load_bundle(copy)
+
+
+def test_predict_api_and_batch_independence(trained: Path, sim_store: Path):
+    from mfas.data import open_store
+
+    st = open_store(sim_store)
+    p = mfas.load(trained)
+    i = int(st.select(split="test", domain="W")[0])
+    r = p.predict(rgb=np.asarray(st.arrays["rgb"][i]), depth=np.asarray(st.arrays["depth"][i]),
+                  ir=np.asarray(st.arrays["ir"][i]))
+    assert 0 <= r.score <= 1 and r.modalities == ("rgb", "depth", "ir")
+    assert r.decision == ("bonafide" if r.score >= r.threshold else "attack") and r.policy == "val_eer"
+    again = p.predict(rgb=np.asarray(st.arrays["rgb"][i]), depth=np.asarray(st.arrays["depth"][i]),
+                      ir=np.asarray(st.arrays["ir"][i]))
+    assert again.score == r.score  # deterministic
+    rgb_only = p.predict(rgb=np.asarray(st.arrays["rgb"][i]))
+    assert rgb_only.modalities == ("rgb",)
+    # the score in the score file (computed in batches) equals the single-sample prediction
+    scores = read_scores(trained / "scores" / "W.csv")
+    k = list(scores["sample_id"]).index(st.column("sample_id")[i])
+    assert abs(scores["score"][k] - r.score) < 1e-5
+    with pytest.raises(DataError, match="wrong channel count"):
+        p.predict(rgb=np.zeros((32, 32), np.uint8))
+    with pytest.raises(MfasError, match="no input"):
+        p.predict()
+
+
+def test_evaluate_with_missing_modalities(trained: Path):
+    out = evaluate_run(trained, "sim/missing/CPS-W")
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["tests"]) == {"W no-depth", "W no-ir", "W rgb-only"}
+    assert m["tests"]["W rgb-only"]["modalities"] == ["rgb"]
+    a = read_scores(out / "scores" / "W_rgb-only.csv")["score"]
+    b = read_scores(trained / "scores" / "W.csv")["score"]
+    assert not np.allclose(a, b)  # dropping modalities changes the scores
+    out2 = evaluate_run(trained, modalities=("rgb", "depth"))
+    assert out2.name == "sim_loo_CPS-W@rgb+depth"
+    assert json.loads((out2 / "metrics.json").read_text())["tests"]["W"]["modalities"] == ["rgb", "depth"]
+
+
+def test_refuses_to_overwrite_a_run(trained: Path, sim_store: Path):
+    cfg = tiny_config(sim_store, trained.parent, name=trained.name)
+    with pytest.raises(ConfigError, match="run folder exists"):
+        train(cfg)
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "model.safetensors"))
+
+
+def test_resume_after_kill_matches_uninterrupted(sim_store: Path, tmp_path: Path):
+    sections = {"trainer": {"max_epochs": 5}, "data": {"batches_per_epoch": 12}}
+    full = train(tiny_config(sim_store, tmp_path, name="full", **sections))
+    cfg = tiny_config(sim_store, tmp_path, name="cut", **sections)
+    cfg_path = tmp_path / "cut.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    proc = subprocess.Popen([*MFAS, "train", str(cfg_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = tmp_path / "cut" / "last.ckpt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists(), "the run never saved a checkpoint"
+    assert not (tmp_path / "cut" / "model.json").exists(), "the run finished before it was killed"
+    r = subprocess.run([*MFAS, "train", "--resume", str(tmp_path / "cut")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    a, b = _weights(full), _weights(tmp_path / "cut")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    ma = json.loads((full / "metrics.json").read_text())["tests"]["W"]
+    mb = json.loads((tmp_path / "cut" / "metrics.json").read_text())["tests"]["W"]
+    assert ma["threshold_free"]["n_per_species"] == mb["threshold_free"]["n_per_species"]
+    for k in ("auc", "eer", "eer_threshold", "tpr_at_fpr_1", "acc_at_bpcer_1"):
+        assert ma["threshold_free"][k] == pytest.approx(mb["threshold_free"][k], abs=1e-6)
+
+
+SLOW_SAVE = """
+import sys, time, torch
+from mfas.engine.io import AtomicCheckpointIO
+real = torch.save
+def slow(obj, f, *a, **k):
+    with open(f, "wb") as h:
+        h.write(b"partial")
+        h.flush()
+        print("writing", flush=True)
+        time.sleep(30)
+torch.save = slow
+AtomicCheckpointIO().save_checkpoint({"w": torch.ones(3)}, sys.argv[1])
+"""
+
+
+def test_killed_checkpoint_save_keeps_previous(tmp_path: Path):
+    path = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"w": torch.zeros(3), "epoch": 1}, path)
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_SAVE, str(path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    ck = AtomicCheckpointIO().load_checkpoint(path)
+    assert ck["epoch"] == 1 and torch.equal(ck["w"], torch.zeros(3))
+
+
+def test_ddp_evaluation_gathers_each_sample_once(trained: Path, tmp_path: Path):
+    single = evaluate_run(trained, out_dir=tmp_path / "single")
+    r = subprocess.run([*MFAS, "evaluate", str(trained), "--devices", "2", "--strategy", "ddp",
+                        "--out", str(tmp_path / "ddp")], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "MASTER_PORT": "29533"})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for name in ("W.csv", "select.csv"):
+        a = read_scores(single / "scores" / name)
+        b = read_scores(tmp_path / "ddp" / "scores" / name)
+        assert list(a["sample_id"]) == list(b["sample_id"])  # every sample once, same order
+        np.testing.assert_allclose(a["score"], b["score"], atol=1e-6)
