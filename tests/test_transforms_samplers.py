@@ -106,3 +106,12 @@ def test_uneven_batch_remainders_spread_evenly():
     s = GroupBalancedBatchSampler(np.repeat([0, 1, 2], 10).tolist(), batch_size=7, num_batches=300, seed=0)
     totals = Counter(g for b in s for g in (i // 10 for i in b))
     assert max(totals.values()) - min(totals.values()) < 0.1 * 700
+
+
+def test_random_sampler_visits_every_sample_once_per_pass():
+    from mfas.engine.data import make_batch_sampler
+
+    labels = np.array([0, 1] * 10)
+    s = make_batch_sampler("random", labels, np.array(["A"] * 20), batch_size=5, num_batches=4, seed=0)
+    seen = [i for b in s for i in b]
+    assert all(len(b) == 5 for b in s) and sorted(seen) == list(range(20))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -106,27 +105,6 @@ class ShardedBatches(Sampler[list[int]]):
                 yield b
 
 
-class RandomBatches(Sampler[list[int]]):
-    """Plain shuffled batches, deterministic per seed and epoch."""
-
-    def __init__(self, n: int, batch_size: int, num_batches: int | None, seed: int):
-        self.n, self.batch_size, self.seed, self.epoch = n, batch_size, seed, 0
-        self.num_batches = num_batches or math.ceil(n / batch_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.num_batches
-
-    def __iter__(self) -> Iterator[list[int]]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        order = np.concatenate([rng.permutation(self.n) for _ in range(
-            math.ceil(self.num_batches * self.batch_size / self.n))])
-        for b in range(self.num_batches):
-            yield order[b * self.batch_size:(b + 1) * self.batch_size].tolist()
-
-
 class Shard(Sampler[int]):
     """Indices rank, rank + W, ... of a dataset: every sample on exactly one rank, no padding."""
 
@@ -144,8 +122,8 @@ class Shard(Sampler[int]):
 
 def make_batch_sampler(kind: str, labels: np.ndarray, domains: np.ndarray, batch_size: int,
                        num_batches: int | None, seed: int) -> Sampler[list[int]]:
-    if kind == "random":
-        return RandomBatches(len(labels), batch_size, num_batches, seed)
+    if kind == "random":  # one group: shuffled batches without replacement, pool refilled per pass
+        return GroupBalancedBatchSampler([0] * len(labels), batch_size, num_batches, seed)
     if kind == "class_balanced":
         return GroupBalancedBatchSampler(labels.tolist(), batch_size, num_batches, seed)
     if kind == "class_domain":
