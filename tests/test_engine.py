@@ -199,3 +199,25 @@ def test_ddp_evaluation_gathers_each_sample_once(trained: Path, tmp_path: Path):
         b = read_scores(tmp_path / "ddp" / "scores" / name)
         assert list(a["sample_id"]) == list(b["sample_id"])  # every sample once, same order
         np.testing.assert_allclose(a["score"], b["score"], atol=1e-6)
+
+
+def test_ddp_training_two_processes(sim_store: Path, tmp_path: Path):
+    """Two gloo ranks train together: each takes half of the epoch's batches, the run is written once, and every
+    test sample is scored exactly once."""
+    cfg = tiny_config(sim_store, tmp_path, name="ddp", trainer={"max_epochs": 2, "devices": 2, "strategy": "ddp"})
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    r = subprocess.run([*MFAS, "train", str(path)], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "MASTER_PORT": "29534"})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    run = tmp_path / "ddp"
+    ck = torch.load(run / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ck["global_step"] == 2 * (4 // 2)  # batches_per_epoch 4, split over 2 ranks, 2 epochs
+    tab = read_scores(run / "scores" / "W.csv")
+    assert len(set(tab["sample_id"])) == len(tab["sample_id"]) > 0
+    single = validate_config({**cfg.model_dump(mode="json"), "trainer": {**cfg.trainer.model_dump(), "devices": 1,
+                                                                          "strategy": "auto"}, "name": "one"})
+    n_test = len(read_scores(train(single) / "scores" / "W.csv")["sample_id"])
+    assert len(tab["sample_id"]) == n_test
+    model, _ = load_bundle(run)
+    assert all(torch.isfinite(p).all() for p in model.parameters())

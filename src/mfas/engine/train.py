@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from pathlib import Path
 
@@ -76,6 +77,12 @@ def make_trainer(cfg: ExperimentConfig, run_dir: Path | None, callbacks: list | 
         default_root_dir=run_dir)
 
 
+def launching_process() -> bool:
+    """False in the extra ranks of a distributed run (started by Lightning, torchrun or SLURM), which find the run
+    folder that rank 0 has already begun."""
+    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
 def steps_per_epoch(cfg: ExperimentConfig, n_train: int, world: int) -> int:
     batches = cfg.data.batches_per_epoch or math.ceil(n_train / cfg.data.batch_size)
     return max(1, math.ceil((batches // world) / cfg.trainer.accumulate_grad_batches))
@@ -88,7 +95,7 @@ def train(cfg: ExperimentConfig, resume: bool = False, stores: dict[str, Path] |
     last = run_dir / "last.ckpt"
     if resume and not last.exists():
         raise ConfigError(f"{run_dir}: nothing to resume (no last.ckpt)")
-    if not resume and run_dir.exists() and any(run_dir.iterdir()):
+    if not resume and launching_process() and run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(f"{run_dir}: run folder exists; use --resume {run_dir} or another name")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     protocol = resolve_protocol(cfg)
