@@ -168,16 +168,30 @@ def models_show(name: str = typer.Argument(..., help="Model name."),
     over = {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in set_ or [])}
     m = create_model(name, **over)
     console.print(f"[bold]{name}[/] {({**model_defaults(name), **over})}")
+    from torch import nn
+
+    train_only = tuple(getattr(m, "training_only", ()))
     t = Table(show_edge=False)
     t.add_column("part")
     t.add_column("parameters", justify="right")
-    total = 0
+    t.add_column("used at inference")
+    parts = []
     for child_name, child in m.named_children():
-        n = sum(p.numel() for p in child.parameters())
-        total += n
-        t.add_row(child_name, f"{n:,}")
-    own = sum(p.numel() for p in m.parameters()) - total
-    if own:
-        t.add_row("(own parameters)", f"{own:,}")
-    t.add_row("[bold]total[/]", f"[bold]{sum(p.numel() for p in m.parameters()):,}[/]")
+        if isinstance(child, nn.ModuleDict | nn.ParameterDict):
+            parts += [(f"{child_name}.{k}", v.parameters() if isinstance(v, nn.Module) else [v])
+                      for k, v in child.items()]
+        else:
+            parts.append((child_name, child.parameters()))
+    listed = 0
+    for part, params in parts:
+        n = sum(p.numel() for p in params)
+        listed += n
+        t.add_row(part, f"{n:,}", "no (training only)" if part.split(".")[0] in train_only else "yes")
+    total = sum(p.numel() for p in m.parameters())
+    if total - listed:
+        t.add_row("(own parameters)", f"{total - listed:,}", "yes")
+    n_train = sum(p.numel() for n, p in m.named_parameters() if n.split(".")[0] in train_only)
+    t.add_row("[bold]total[/]", f"[bold]{total:,}[/]", "")
+    if n_train:
+        t.add_row("[bold]at inference[/]", f"[bold]{total - n_train:,}[/] ({(total - n_train) / 1e6:.2f}M)", "")
     console.print(t)

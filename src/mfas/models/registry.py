@@ -62,7 +62,10 @@ def create_model(name: str, **overrides: object) -> PadModel:
             raise ConfigError(f"model {name!r} has no option {key!r}{hint}")
     kwargs = {**_DEFAULTS[name], **overrides}
     model = fn(**kwargs)
-    model.config = {"name": name, **kwargs}
+    # every option, defaults included, so a bundle rebuilds the same model even if a default changes later
+    full = {k: p.default for k, p in params.items()
+            if p.default is not inspect.Parameter.empty and p.kind is not inspect.Parameter.VAR_KEYWORD}
+    model.config = {"name": name, **full, **kwargs}
     return model
 
 
@@ -73,4 +76,4 @@ def _ensure_builtins() -> None:
     global _LOADED
     if not _LOADED:
         _LOADED = True
-        import mfas.models.baselines  # noqa: F401  (registers on import)
+        from mfas.models import baselines, mmfas  # noqa: F401  (each registers its models on import)

@@ -1,0 +1,186 @@
+"""mmFAS: parameter counts against the paper, shapes, gradients, batch independence, mining, switch order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine_helpers import tiny_config
+from mfas.errors import ConfigError
+from mfas.models import create_model
+from mfas.models.mmfas.alignment import icl_loss, mine_pairs
+from mfas.models.mmfas.fusion import SWITCH_MODES, SwitchFusion, switch_order
+
+TINY = {"img_size": 32, "patch_size": 8, "dim": 24, "depth": 1, "num_heads": 2, "fusion_depth": 3}
+
+
+def batch(b: int = 6, size: int = 32, seed: int = 0, present: torch.Tensor | None = None) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {"rgb": torch.randn(b, 3, size, size, generator=g), "depth": torch.randn(b, 1, size, size, generator=g),
+            "ir": torch.randn(b, 1, size, size, generator=g),
+            "present": torch.ones(b, 3, dtype=torch.bool) if present is None else present,
+            "label": torch.arange(b) % 2}
+
+
+def inference_params(m: torch.nn.Module) -> int:
+    return sum(p.numel() for n, p in m.named_parameters() if not n.startswith("align."))
+
+
+NO_ALIGN = {"icl": False, "cm": "none"}
+
+
+@pytest.mark.parametrize("overrides,paper,tol", [
+    ({"modalities": ["rgb"], "fusion": "none", **NO_ALIGN}, 2.92, 0.03),
+    ({"modalities": ["depth"], "fusion": "none", **NO_ALIGN}, 2.92, 0.03),
+    ({"modalities": ["rgb", "ir"], "fusion": "none", **NO_ALIGN}, 5.76, 0.03),
+    ({"fusion": "none", **NO_ALIGN}, 8.60, 0.03),
+    ({"fusion": "none"}, 8.60, 0.03),
+    ({}, 15.63, 0.07),
+    ({"fusion": "merge"}, 56.11, 0.01),
+    ({"fusion": "cross"}, 29.66, 0.01),
+])
+def test_parameter_counts_match_table_2(overrides: dict, paper: float, tol: float):
+    m = create_model("mmfas", **overrides)
+    n = inference_params(m) / 1e6
+    assert abs(n / paper - 1) <= tol, f"{overrides}: {n:.3f}M vs paper {paper}M"
+
+
+def test_shapes_and_features():
+    m = create_model("mmfas-tiny", **TINY).eval()
+    out = m(batch())
+    assert out.logits.shape == (6, 2) and out.score.shape == (6,)
+    assert out.features["fused"].shape == (6, 24) and out.features["cls_depth"].shape == (6, 24)
+    assert m.extractors["rgb"](batch()["rgb"]).shape == (6, 1 + 16, 24)
+
+
+@pytest.mark.parametrize("fusion", ["switch", "merge", "cross", "none"])
+def test_every_parameter_gets_a_gradient_in_training(fusion: str):
+    m = create_model("mmfas-tiny", **TINY, fusion=fusion).train()
+    b = batch()
+    losses = m.losses(b, m(b))
+    assert set(losses) == {"ce", "icl", "cm", "loss"}
+    losses["loss"].backward()
+    dead = [n for n, p in m.named_parameters()
+            if not n.startswith("missing.") and (p.grad is None or not p.grad.abs().sum() > 0)]
+    assert not dead
+    # missing-modality embeddings learn only from samples with the modality absent
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for n, p in m.named_parameters() if n.startswith("missing."))
+    m.zero_grad()
+    pres = torch.ones(6, 3, dtype=torch.bool)
+    pres[:2, 1] = False
+    b = batch(present=pres)
+    m.losses(b, m(b))["loss"].backward()
+    assert m.missing["depth"].grad.abs().sum() > 0 and m.missing["ir"].grad.abs().sum() == 0
+
+
+def test_alignment_is_training_only():
+    m = create_model("mmfas-tiny", **TINY).eval()
+    b = batch()
+    before = m(b).logits
+    with torch.no_grad():
+        for p in m.align.parameters():
+            p.add_(1.0)
+    assert torch.equal(before, m(b).logits)
+
+
+@pytest.mark.parametrize("name", ["mmfas-tiny", "mmfas-merge-tiny", "mmfas-cross-tiny"])
+def test_score_is_independent_of_the_batch(name: str):
+    m = create_model(name, **TINY).eval()
+    b = batch(b=5)
+    with torch.no_grad():
+        together = m(b).score
+        for i in range(5):
+            alone = m({k: v[i:i + 1] for k, v in b.items()}).score
+            assert torch.allclose(alone, together[i:i + 1], atol=1e-5)
+        assert torch.equal(m(b).score, together)  # deterministic
+
+
+def test_absent_modality_is_ignored():
+    m = create_model("mmfas-tiny", **TINY).eval()
+    pres = torch.ones(4, 3, dtype=torch.bool)
+    pres[:, 2] = False
+    b1, b2 = batch(4, present=pres), batch(4, present=pres)
+    b2["ir"] = torch.randn_like(b2["ir"]) * 5
+    with torch.no_grad():
+        s1, s2 = m(b1).score, m(b2).score
+    assert torch.isfinite(s1).all() and torch.equal(s1, s2)
+
+
+def test_hard_mining_picks_hardest_pairs():
+    # labels: 0 0 1 1; similarity rows are anchors (RGB), columns partners (depth)
+    sim = torch.tensor([[0.9, 0.1, 0.8, 0.3],
+                        [0.2, 0.5, 0.1, 0.7],
+                        [0.6, 0.4, 0.9, 0.2],
+                        [0.1, 0.3, 0.5, 0.6]])
+    labels = torch.tensor([0, 0, 1, 1])
+    i, j, same = mine_pairs(sim, labels, "hard")
+    pairs = {(int(a), int(b), int(s)) for a, b, s in zip(i, j, same, strict=True)}
+    # negatives: most similar of the other class; positives: least similar of the same class (not itself)
+    assert pairs == {(0, 2, 0), (1, 3, 0), (2, 0, 0), (3, 1, 0), (0, 1, 1), (1, 0, 1), (2, 3, 1), (3, 2, 1)}
+    assert len(pairs) == 2 * 4
+    # an anchor alone in its class gets no positive pair
+    i, j, same = mine_pairs(sim[:3, :3], torch.tensor([0, 0, 1]), "hard")
+    assert int((same == 1).sum()) == 2 and int((same == 0).sum()) == 3
+    i, j, same = mine_pairs(sim, labels, "random")
+    assert all((labels[a] == labels[b]) == bool(s) and (a != b) for a, b, s in zip(i, j, same, strict=True))
+
+
+def test_icl_loss_prefers_matching_pairs():
+    a = torch.eye(4)
+    scale = torch.tensor(4.0)
+    assert icl_loss(a, a, scale) < 0.1 < icl_loss(a, a[[1, 2, 3, 0]], scale)
+    # hand computation: logits = e^4 * I, every row's cross-entropy is log(1 + 3 e^-e^4)
+    expected = torch.log(1 + 3 * torch.exp(-torch.exp(scale)))
+    assert torch.allclose(icl_loss(a, a, scale), expected, atol=1e-6)
+
+
+def test_switch_mode_rotation():
+    assert [switch_order("RDI", k) for k in range(4)] == [("rgb", "depth", "ir"), ("depth", "ir", "rgb"),
+                                                         ("ir", "rgb", "depth"), ("rgb", "depth", "ir")]
+    assert switch_order("IDR", 1) == ("depth", "rgb", "ir")
+    for mode in SWITCH_MODES:
+        assert sorted(switch_order(mode, 0)) == ["depth", "ir", "rgb"]
+    with pytest.raises(ValueError, match="switch mode"):
+        switch_order("RRD", 0)
+
+
+def test_switch_fusion_updates_only_the_rgb_stream():
+    f = SwitchFusion(8, depth=3, num_heads=2, mode="DRI")
+    calls = []
+    streams = {m: torch.randn(1, 3, 8) for m in ("rgb", "depth", "ir")}
+    names = {id(v): m for m, v in streams.items()}
+
+    class Spy(torch.nn.Module):
+        def forward(self, q, k, v):
+            calls.append(tuple(names.get(id(x), "rgb'") for x in (q, k, v)))
+            out = q + 1
+            return out
+
+    f.blocks = torch.nn.ModuleList(Spy() for _ in range(3))
+    f(streams)
+    # DRI: (D, R, I) then (R, I, D) then (I, D, R); after block 1 the RGB stream is the updated one
+    assert calls == [("depth", "rgb", "ir"), ("rgb'", "ir", "depth"), ("ir", "depth", "rgb'")]
+
+
+def test_bad_options_are_clear_errors():
+    with pytest.raises(ValueError, match="needs all three modalities"):
+        create_model("mmfas-tiny", modalities=["rgb", "depth"])
+    with pytest.raises(ValueError, match="alignment bridges RGB"):
+        create_model("mmfas-tiny", modalities=["depth", "ir"], fusion="none")
+    with pytest.raises(ConfigError, match="switch_mode"):
+        create_model("mmfas-tiny", swich_mode="RDI")
+
+
+def test_trains_through_the_engine(sim_store: Path, tmp_path: Path):
+    from mfas.engine.train import train
+
+    cfg = tiny_config(sim_store, tmp_path, name="mm", trainer={"max_epochs": 1})
+    cfg = cfg.model_copy(update={"model": cfg.model.__class__(name="mmfas-tiny", **TINY)})
+    run = train(cfg)
+    assert (run / "model.safetensors").exists()
+    import mfas
+
+    det = mfas.load(run)
+    assert det.model.config["fusion"] == "switch"
