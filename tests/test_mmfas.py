@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -176,11 +177,36 @@ def test_bad_options_are_clear_errors():
 def test_trains_through_the_engine(sim_store: Path, tmp_path: Path):
     from mfas.engine.train import train
 
-    cfg = tiny_config(sim_store, tmp_path, name="mm", trainer={"max_epochs": 1})
+    cfg = tiny_config(sim_store, tmp_path, name="mm", trainer={"max_epochs": 1}, protocol="sim/cross")
     cfg = cfg.model_copy(update={"model": cfg.model.__class__(name="mmfas-tiny", **TINY)})
     run = train(cfg)
     assert (run / "model.safetensors").exists()
+    m = json.loads((run / "metrics.json").read_text())
+    report = (run / "report.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| mm |") and "Table 1" not in line
+               and line.count("|") == 2 + 3 * 5)  # the Table 1 layout: 4 targets + weighted, 3 figures each
+    cells = [c.strip() for c in row.strip("|").split("|")][1:]
+    w = m["average"]
+    assert cells[-3:] == [f"{100 * w['policies']['test_eer']['hter']:.2f}", f"{100 * w['threshold_free']['auc']:.2f}",
+                          f"{100 * w['threshold_free']['acc_at_bpcer_1']:.2f}"]
     import mfas
 
     det = mfas.load(run)
     assert det.model.config["fusion"] == "switch"
+
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+
+
+def test_every_shipped_config_validates_and_builds():
+    from mfas.engine.config import load_config
+
+    assert len([c for c in CONFIGS if "mmfas" in c.parts]) == 2 * 35
+    for path in CONFIGS:
+        cfg = load_config(path)
+        with torch.device("meta"):  # sizes only, no memory
+            m = create_model(cfg.model.name, **cfg.model.overrides)
+        if "table2" in path.parts and "sim" not in path.parts:
+            paper = {"01": 2.92, "02": 2.92, "03": 2.92, "04": 5.76, "05": 5.76, "06": 5.76}.get(
+                path.stem[:2], {"merge": 56.11, "cross": 29.66, "switch": 15.63}.get(m.fusion_kind, 8.60))
+            assert abs(inference_params(m) / 1e6 / paper - 1) < 0.03, path.name

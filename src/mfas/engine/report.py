@@ -163,6 +163,32 @@ def comparison(results: list[tuple[str, dict]]) -> list[str]:
     return lines + [""]
 
 
+def table1_layout(results: list[tuple[str, dict]]) -> list[str]:
+    """The mmFAS paper's Table 1: one row per run, per target HTER (test EER threshold), AUC and Acc at
+    BPCER = 1%, then the image-weighted (or mean) average."""
+    tests = []
+    for _, m in results:
+        tests += [t for t in m["tests"] if t not in tests]
+    avg_kind = next((m["average"]["kind"] for _, m in results if m.get("average")), None)
+    groups = tests + ([avg_kind] if avg_kind else [])
+    head = "| run | " + " | ".join(f"{g} HTER | {g} AUC | {g} Acc" for g in groups) + " |"
+    lines = [f"## Table 1 layout ({', '.join(sorted({m['protocol'] for _, m in results}))}; %, HTER at each test "
+             "set's EER threshold = paper-compatible, Acc at BPCER = 1% on the test set)", "", head,
+             "|---|" + "---|" * (3 * len(groups))]
+    for label, m in results:
+        cells = []
+        rows = [m["tests"].get(t) for t in tests] + ([m.get("average")] if avg_kind else [])
+        for r in rows:
+            if not r or "threshold_free" not in r:
+                cells += ["—"] * 3
+                continue
+            tf = r["threshold_free"]
+            cells += [_pct(r["policies"].get("test_eer", {}).get("hter")), _pct(tf["auc"]),
+                      _pct(tf.get("acc_at_bpcer_1"))]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def _hter_auc(r: dict) -> str:
     return f"{_pct(r['policies'].get('test_eer', {}).get('hter'))} / {_pct(r['threshold_free']['auc'])}"
 
@@ -188,6 +214,9 @@ def write_report(runs: list[Path], out: Path) -> Path:
         lines.append("")
     if len(results) > 1:
         lines += comparison([(lbl, m) for lbl, m, _ in results])
+    weighted = [(lbl, m) for lbl, m, _ in results if (m.get("average") or {}).get("kind") == "weighted"]
+    if weighted:
+        lines += table1_layout(weighted)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     return out / "report.md"
