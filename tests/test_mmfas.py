@@ -201,7 +201,7 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml
 def test_every_shipped_config_validates_and_builds():
     from mfas.engine.config import load_config
 
-    assert len([c for c in CONFIGS if "mmfas" in c.parts]) == 2 * 35
+    assert len([c for c in CONFIGS if "mmfas" in c.parts]) == 2 * 35 + 4 * 5
     for path in CONFIGS:
         cfg = load_config(path)
         with torch.device("meta"):  # sizes only, no memory
