@@ -94,7 +94,7 @@ def test_demo_runs_end_to_end(tmp_path: Path):
     assert r.exit_code == 0, r.output
     assert "leave-one-domain-out AUC" in r.output and "sim/loo/CPS-W" in r.output
     assert (tmp_path / "simfas" / "store.json").exists()
-    run = tmp_path / "runs" / "vit-concat-tiny_sim-loo-CPS-W"
+    run = tmp_path / "runs" / "mmfas-tiny_sim-loo-CPS-W"
     metrics = json.loads((run / "metrics.json").read_text())
     auc = metrics["tests"]["W"]["threshold_free"]["auc"]
     assert f"{100 * auc:.2f}" in r.output  # the printed table comes from the real run
