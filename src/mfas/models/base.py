@@ -54,6 +54,11 @@ class PadModel(nn.Module):
         ce = F.cross_entropy(output.logits.float(), batch["label"].long())
         return {"ce": ce, "loss": ce}
 
+    def cam_layers(self) -> dict[str, nn.Module]:
+        """{modality: module whose output is that modality's tokens (B, 1 + h*w, D), class token first}, for
+        Grad-CAM. Models that do not support explanations keep this default."""
+        raise NotImplementedError(f"{type(self).__name__} does not name layers for Grad-CAM")
+
     def preprocessing(self) -> dict:
         """Everything an inference bundle needs to prepare inputs for this model."""
         return {"input_size": list(self.input_size), "modalities": list(self.modalities),

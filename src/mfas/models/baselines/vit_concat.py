@@ -34,6 +34,9 @@ class ViTConcat(PadModel):
         self.missing = nn.ParameterDict({m: nn.Parameter(torch.zeros(embed_dim)) for m in self.modalities})
         self.head = nn.Linear(embed_dim * len(self.modalities), 2)
 
+    def cam_layers(self) -> dict[str, nn.Module]:
+        return {m: enc.norm for m, enc in self.encoders.items()}
+
     def forward(self, batch: dict) -> ModelOutput:
         feats = []
         for m in self.modalities:

@@ -81,6 +81,9 @@ class MMFAS(PadModel):
             self.fusion = None
         self.head = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, 2))
 
+    def cam_layers(self) -> dict[str, nn.Module]:
+        return dict(self.extractors.items())
+
     # -- parts ---------------------------------------------------------------------------------------------
     def presence(self, batch: dict) -> dict[str, torch.Tensor]:
         """(B,) bool per modality, with training-time modality dropout applied (RGB is never hidden)."""
