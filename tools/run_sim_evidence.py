@@ -25,7 +25,8 @@ from make_mmfas_configs import LOO_PROTOCOLS, LOO_VARIANTS  # noqa: E402
 POLICIES = ("test_eer", "val_eer")
 
 
-def run_all(store: Path, runs: Path, seeds: list[int], per_domain: int) -> None:
+def run_all(store: Path, runs: Path, seeds: list[int], per_domain: int, variants: list[str],
+            overrides: list[str]) -> None:
     from mfas.data.synth import generate_store
     from mfas.engine.config import load_config
     from mfas.engine.train import train
@@ -34,22 +35,22 @@ def run_all(store: Path, runs: Path, seeds: list[int], per_domain: int) -> None:
         generate_store(store, per_domain=per_domain, seed=0)
     for seed in seeds:
         for proto in LOO_PROTOCOLS:
-            for variant in LOO_VARIANTS:
+            for variant in variants:
                 name = f"{proto}_{variant}_s{seed}"
                 if (runs / name / "metrics.json").exists():
                     continue
                 shutil.rmtree(runs / name, ignore_errors=True)
                 cfg = load_config(ROOT / f"configs/sim/mmfas/loo/{proto}/{variant}.yaml",
                                   [f"seed={seed}", f"name={name}", f"output_dir={runs}", "trainer.progress=false",
-                                   f"data.stores.sim={store}"])
+                                   f"data.stores.sim={store}", *overrides])
                 t = time.perf_counter()
                 train(cfg)
                 print(f"{name}: {time.perf_counter() - t:.0f} s", flush=True)
 
 
-def collect(runs: Path, seeds: list[int]) -> dict:
+def collect(runs: Path, seeds: list[int], variants: list[str]) -> dict:
     table: dict = {}
-    for variant in LOO_VARIANTS:
+    for variant in variants:
         for proto in LOO_PROTOCOLS:
             vals: dict[str, list[float]] = {"auc": [], **{p: [] for p in POLICIES}}
             for seed in seeds:
@@ -72,7 +73,7 @@ def fmt(xs: list[float]) -> str:
     return f"{a.mean():.1f} ± {a.std(ddof=1) if a.size > 1 else 0.0:.1f}"
 
 
-def write_markdown(table: dict, seeds: list[int], out: Path, note: str) -> None:
+def write_markdown(table: dict, seeds: list[int], out: Path, note: str, variants: list[str]) -> None:
     lines = ["# Results on SimFAS", "",
              "mmFAS (`mmfas-tiny`) and its main ablations on the four SimFAS leave-one-domain-out protocols "
              "(`configs/sim/mmfas/loo/`), produced by `python tools/run_sim_evidence.py`. "
@@ -84,7 +85,7 @@ def write_markdown(table: dict, seeds: list[int], out: Path, note: str) -> None:
                           ("val_eer", "HTER @ val_eer, deployable")):
         lines += [f"## {title}", "", "| variant | " + " | ".join(f"→ {p[-1]}" for p in LOO_PROTOCOLS) + " | mean |",
                   "|---|" + "---|" * (len(LOO_PROTOCOLS) + 1)]
-        for variant in LOO_VARIANTS:
+        for variant in variants:
             cells = [fmt(table[(variant, p)][metric]) for p in LOO_PROTOCOLS]
             per_seed = [np.mean([table[(variant, p)][metric][i] for p in LOO_PROTOCOLS])
                         for i in range(min(len(table[(variant, p)][metric]) for p in LOO_PROTOCOLS))]
@@ -105,11 +106,14 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", type=Path, default=ROOT / "docs/results/simfas.md")
     p.add_argument("--note", default="", help="a line about the machine and store, put under the intro")
+    p.add_argument("--variants", nargs="+", default=list(LOO_VARIANTS), choices=list(LOO_VARIANTS))
+    p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides for every run, e.g. trainer.max_epochs=30 (use a separate --runs folder)")
     p.add_argument("--report-only", action="store_true", help="aggregate finished runs, train nothing")
     a = p.parse_args()
     if not a.report_only:
-        run_all(a.store, a.runs, a.seeds, a.per_domain)
-    write_markdown(collect(a.runs, a.seeds), a.seeds, a.out, a.note)
+        run_all(a.store, a.runs, a.seeds, a.per_domain, a.variants, a.overrides)
+    write_markdown(collect(a.runs, a.seeds, a.variants), a.seeds, a.out, a.note, a.variants)
     print(f"wrote {a.out}")
 
 
