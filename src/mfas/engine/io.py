@@ -118,6 +118,8 @@ def load_bundle(path: str | Path, verify: bool = True) -> tuple[PadModel, dict]:
         raise MfasError(f"{weights}: does not match the hash in model.json (corrupted or replaced)")
     cfg = dict(meta["model"])
     name = cfg.pop("name")
+    if cfg.get("pretrained"):
+        cfg["pretrained"] = None  # initial weights only: the bundle's own weights replace them
     model = create_model(name, **cfg)
     state = load_file(str(weights))
     missing, unexpected = model.load_state_dict(state, strict=False)

@@ -76,4 +76,4 @@ def _ensure_builtins() -> None:
     global _LOADED
     if not _LOADED:
         _LOADED = True
-        from mfas.models import baselines, mmfas  # noqa: F401  (each registers its models on import)
+        from mfas.models import baselines, mmda, mmfas  # noqa: F401  (each registers its models on import)

@@ -1,0 +1,160 @@
+"""The CLIP backbone of MMDA, built by open_clip from sizes given as data, and its weights.
+
+``pretrained`` is a local file in one of three layouts, all read without unpickling code:
+
+* open_clip (``visual.transformer.resblocks.*``, possibly under ``state_dict`` / ``module.``), as
+  ``.safetensors``, ``.pt``/``.bin``/``.pth`` (``torch.load(weights_only=True)``);
+* OpenAI CLIP (the same key names; the released ``ViT-B-16.pt`` is a TorchScript archive, whose tensors
+  are read with ``torch.jit.load`` and which needs ``quick_gelu=True``);
+* Hugging Face ``CLIPModel`` (``vision_model.encoder.layers.*``, ``model.safetensors`` or
+  ``pytorch_model.bin``), converted key by key;
+
+or an open_clip pretrained tag (e.g. ``openai``, ``laion2b_s34b_b88k``) for users who are online.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import warnings
+import zipfile
+from pathlib import Path
+
+import torch
+from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+from mfas.errors import ConfigError
+
+#: CLIP ViT-B/16 as OpenAI released it (open_clip's ``ViT-B-16``); MMDA's backbone.
+VIT_B_16 = {"embed_dim": 512,
+            "vision": {"image_size": 224, "layers": 12, "width": 768, "patch_size": 16},
+            "text": {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12}}
+
+
+def build_clip(cfg: dict, quick_gelu: bool = True) -> CLIP:
+    """An open_clip ``CLIP`` with random weights from ``{"embed_dim", "vision": {...}, "text": {...}}``."""
+    try:
+        vision, text = CLIPVisionCfg(**cfg["vision"]), CLIPTextCfg(**cfg["text"])
+        return CLIP(int(cfg["embed_dim"]), vision, text, quick_gelu=quick_gelu)
+    except (KeyError, TypeError) as e:
+        raise ConfigError(f"bad CLIP configuration {cfg!r}: {e}") from None
+
+
+def _strip(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    for key in ("state_dict", "model", "module"):
+        if key in sd and isinstance(sd[key], dict):
+            sd = sd[key]
+    return {re.sub(r"^(module\.|model\.)", "", k): v for k, v in sd.items() if torch.is_tensor(v)}
+
+
+_HF_LAYER = {"self_attn.out_proj": "attn.out_proj", "layer_norm1": "ln_1", "layer_norm2": "ln_2",
+             "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}
+
+
+def hf_to_open_clip(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a Hugging Face ``CLIPModel`` state dict to open_clip's layout (q/k/v fused into in_proj)."""
+    out: dict[str, torch.Tensor] = {}
+    qkv: dict[str, dict[str, torch.Tensor]] = {}
+    for k, v in sd.items():
+        if k.endswith("position_ids"):
+            continue
+        m = re.match(r"(vision|text)_model\.encoder\.layers\.(\d+)\.(.+)\.(weight|bias)$", k)
+        if m:
+            tower, i, part, kind = m.groups()
+            prefix = ("visual." if tower == "vision" else "") + f"transformer.resblocks.{i}."
+            pm = re.match(r"self_attn\.([qkv])_proj$", part)
+            if pm:
+                qkv.setdefault(f"{prefix}attn.in_proj_{kind}", {})[pm.group(1)] = v
+                continue
+            if part not in _HF_LAYER:
+                raise ConfigError(f"unexpected Hugging Face CLIP key {k!r}")
+            out[f"{prefix}{_HF_LAYER[part]}.{kind}"] = v
+            continue
+        simple = {
+            "text_model.embeddings.token_embedding.weight": "token_embedding.weight",
+            "text_model.embeddings.position_embedding.weight": "positional_embedding",
+            "text_model.final_layer_norm.weight": "ln_final.weight",
+            "text_model.final_layer_norm.bias": "ln_final.bias",
+            "vision_model.embeddings.class_embedding": "visual.class_embedding",
+            "vision_model.embeddings.patch_embedding.weight": "visual.conv1.weight",
+            "vision_model.embeddings.position_embedding.weight": "visual.positional_embedding",
+            "vision_model.pre_layrnorm.weight": "visual.ln_pre.weight",
+            "vision_model.pre_layrnorm.bias": "visual.ln_pre.bias",
+            "vision_model.post_layernorm.weight": "visual.ln_post.weight",
+            "vision_model.post_layernorm.bias": "visual.ln_post.bias",
+            "logit_scale": "logit_scale",
+        }
+        if k in simple:
+            out[simple[k]] = v
+        elif k == "text_projection.weight":
+            out["text_projection"] = v.T.contiguous()
+        elif k == "visual_projection.weight":
+            out["visual.proj"] = v.T.contiguous()
+        else:
+            raise ConfigError(f"unexpected Hugging Face CLIP key {k!r}")
+    for name, parts in qkv.items():
+        if set(parts) != {"q", "k", "v"}:
+            raise ConfigError(f"Hugging Face CLIP checkpoint lacks part of {name} (has {sorted(parts)})")
+        out[name] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
+    return out
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a CLIP checkpoint file in open_clip, OpenAI or Hugging Face layout, in open_clip's names."""
+    if not path.is_file():
+        raise ConfigError(f"pretrained weights {path}: no such file")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(path))
+        elif zipfile.is_zipfile(path) and any(n.endswith("constants.pkl") for n in zipfile.ZipFile(path).namelist()):
+            with warnings.catch_warnings():  # TorchScript is deprecated, but it is how OpenAI released CLIP
+                warnings.simplefilter("ignore", FutureWarning)
+                sd = torch.jit.load(str(path), map_location="cpu").state_dict()
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError) as e:
+        raise ConfigError(f"pretrained weights {path}: cannot be read ({str(e).splitlines()[0]})") from None
+    if not isinstance(sd, dict):
+        raise ConfigError(f"pretrained weights {path}: not a state dict")
+    sd = _strip(sd)
+    if any(k.startswith(("vision_model.", "text_model.")) for k in sd):
+        sd = hf_to_open_clip(sd)
+    for k in ("input_resolution", "context_length", "vocab_size"):  # OpenAI's scalar extras
+        sd.pop(k, None)
+    return sd
+
+
+def resolve_pretrained(pretrained: str, arch: str) -> Path:
+    """A local path as is; an open_clip tag is downloaded (online users) into open_clip's cache."""
+    path = Path(pretrained).expanduser()
+    if path.exists() or any(c in pretrained for c in "/\\."):
+        return path
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(arch, pretrained)
+    if not cfg:
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
+        raise ConfigError(f"pretrained={pretrained!r} is neither a file nor an open_clip tag of {arch} "
+                          f"(tags: {tags})")
+    return Path(open_clip.download_pretrained(cfg))
+
+
+def load_clip_weights(model: CLIP, pretrained: str, arch: str = "ViT-B-16") -> None:
+    """Load ``pretrained`` (file or tag) into ``model``; every key must match in name and shape."""
+    path = resolve_pretrained(pretrained, arch)
+    sd = read_state_dict(path)
+    own = model.state_dict()
+    derived = {n for n, _ in model.named_buffers()} - set(own)  # e.g. the causal mask, rebuilt by the model
+    sd = {k: v for k, v in sd.items() if k not in derived}
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    wrong = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+            if keys:
+                parts.append(f"{len(keys)} {label} (e.g. {', '.join(keys[:3])})")
+        raise ConfigError(f"pretrained weights {path} do not fit this CLIP configuration: {'; '.join(parts)}")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()})

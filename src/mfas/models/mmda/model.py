@@ -1,0 +1,192 @@
+"""MMDA: CLIP image tower per modality -> MD2A (denoising with a same-domain partner) -> U-DSA (dual-space
+adaptation with RS2 alignment at every level) -> MoE classifier.
+
+Shapes: images (B, 3, S, S) per modality (grey depth/IR are repeated to 3 channels); modality tokens
+(B, 3, D) in the order rgb, depth, ir (D = CLIP's embedding width, 512 for ViT-B/16); v_0 and the final
+representation r_0 (B, D); prompt embeddings (Ns, D) and (Nl, D); logits (B, 2) with index 1 = bona fide.
+See docs/models/mmda.md for every decision and for the ``compat`` modes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from mfas.conventions import MODALITIES
+from mfas.models.base import ModelOutput, PadModel
+from mfas.models.mmda.backbone import VIT_B_16, build_clip, load_clip_weights
+from mfas.models.mmda.md2a import MD2A, first_same_domain, random_same_domain
+from mfas.models.mmda.moe import MoE
+from mfas.models.mmda.rs2 import LIVE_PROMPTS, SPOOF_PROMPTS, rs2_logits, smoothed_targets, soft_ce
+from mfas.models.mmda.udsa import UDSA
+
+COMPAT = ("clean", "official")
+FREEZE = ("none", "text", "backbone")
+PARTNER_EVAL = ("self", "reference")
+#: (pixel - 127.5) / 128, the released code's input scaling, in the [0, 1] units of the transforms
+_MEAN, _STD = 127.5 / 255, 128 / 255
+
+
+class Classifier(nn.Module):
+    """MoE (no pre-norm, no residual) -> Linear(D, 2). (R, D) -> ((R, 2) logits, aux)."""
+
+    def __init__(self, dim: int, eval_routing: str):
+        super().__init__()
+        self.moe = MoE(dim, eval_routing=eval_routing)
+        self.head = nn.Linear(dim, 2)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h, aux = self.moe(x[:, None])
+        return self.head(h[:, 0]), aux
+
+
+class MMDA(PadModel):
+    """MMDA with its backbone sizes as data.
+
+    Args:
+        clip: CLIP sizes ``{"embed_dim", "vision": {...}, "text": {...}}`` (open_clip's names); ViT-B/16 by default.
+        quick_gelu: OpenAI CLIP's activation (True for OpenAI weights).
+        pretrained: a local CLIP checkpoint (open_clip, OpenAI or Hugging Face layout) or an open_clip tag
+            for ``clip_arch``; None keeps random weights.
+        freeze: ``none`` (full fine-tuning, as released), ``text`` (text tower frozen; its features are then
+            computed once and cached) or ``backbone`` (all of CLIP, logit scale included).
+        compat: ``clean`` (default; batch-independent, deterministic inference) or ``official`` (the released
+            code's behaviour: first same-domain sample of the batch as partner, also at test; U-DSA visual
+            attention across the samples of a batch; stochastic second-expert routing at eval).
+        partner_eval: clean mode at inference: ``self`` (the sample is its own partner) or ``reference``
+            (a running mean of the source training tokens, stored with the weights).
+        num_heads: heads of MD2A and of the U-DSA attention (16 in the released code).
+        udsa_levels: U-DSA depth L (7); RS2 is applied at 2L + 1 levels.
+        lambda_depth: the layer index at which lambda_init is evaluated (12).
+        attn_dropout: dropout on MD2A's two attention maps (0.1).
+        smoothing: s of the (1.0, s) targets (0.1).
+        reference_momentum: momentum of the running mean behind ``partner_eval="reference"``.
+    """
+
+    supports_missing = True
+
+    def __init__(self, clip: dict | None = None, quick_gelu: bool = True, pretrained: str | None = None,
+                 clip_arch: str = "ViT-B-16", freeze: str = "none", compat: str = "clean",
+                 partner_eval: str = "self", num_heads: int = 16, udsa_levels: int = 7, lambda_depth: int = 12,
+                 attn_dropout: float = 0.1, smoothing: float = 0.1, reference_momentum: float = 0.99):
+        super().__init__()
+        for key, value, allowed in (("freeze", freeze, FREEZE), ("compat", compat, COMPAT),
+                                    ("partner_eval", partner_eval, PARTNER_EVAL)):
+            if value not in allowed:
+                raise ValueError(f"{key} must be one of {allowed}, got {value!r}")
+        cfg = VIT_B_16 if clip is None else clip
+        self.clip = build_clip(cfg, quick_gelu)
+        if pretrained:
+            load_clip_weights(self.clip, pretrained, clip_arch)
+        dim = int(cfg["embed_dim"])
+        size = int(cfg["vision"].get("image_size", 224))
+        self.modalities, self.input_size = MODALITIES, (size, size)
+        self.norm_stats = {m: ((_MEAN,) * c, (_STD,) * c) for m, c in (("rgb", 3), ("depth", 1), ("ir", 1))}
+        self.compat, self.partner_eval, self.smoothing = compat, partner_eval, smoothing
+        self.reference_momentum = reference_momentum
+        official = compat == "official"
+        routing = "stochastic" if official else "deterministic"
+        self.md2a = MD2A(dim, num_heads, len(MODALITIES), lambda_depth, attn_dropout, routing)
+        self.udsa = UDSA(dim, num_heads, udsa_levels, "batch" if official else "sample", routing)
+        self.classifier = Classifier(dim, routing)
+        import open_clip
+
+        ctx = int(cfg["text"].get("context_length", 77))
+        self.register_buffer("spoof_tokens", open_clip.tokenize(list(SPOOF_PROMPTS), ctx), persistent=False)
+        self.register_buffer("live_tokens", open_clip.tokenize(list(LIVE_PROMPTS), ctx), persistent=False)
+        self.register_buffer("reference", torch.zeros(len(MODALITIES), dim))
+        self.register_buffer("reference_seen", torch.zeros((), dtype=torch.long))
+        self._text_cache: tuple[tuple, torch.Tensor, torch.Tensor] | None = None
+        self.freeze = freeze
+        if freeze == "backbone":
+            self.clip.requires_grad_(False)
+        elif freeze == "text":
+            for p in self.text_parameters():
+                p.requires_grad_(False)
+
+    # -- backbone ---------------------------------------------------------------------------------------
+    def text_parameters(self) -> list[nn.Parameter]:
+        """The CLIP text tower's parameters (everything but ``visual.*`` and the logit scale/bias)."""
+        return [p for n, p in self.clip.named_parameters()
+                if not n.startswith("visual.") and n not in ("logit_scale", "logit_bias")]
+
+    def encode(self, batch: dict, modality: str) -> torch.Tensor:
+        """(B, D) projected class token of one modality; absent samples see a black image, as released."""
+        x = batch[modality].float()
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        present = self.present(batch, modality)
+        if not bool(present.all()):
+            black = torch.full_like(x, -_MEAN / _STD)
+            x = torch.where(present[:, None, None, None], x, black)
+        return self.clip.encode_image(x)
+
+    def text_features(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt embeddings t_0: spoof (Ns, D) and live (Nl, D). Cached whenever they cannot change: at
+        inference, and in training when the text tower is frozen; recomputed after any weight update."""
+        params = self.text_parameters()
+        frozen = not any(p.requires_grad for p in params)
+        cacheable = frozen or not (self.training and torch.is_grad_enabled())
+        key = (tuple(p._version for p in params), self.spoof_tokens.device, params[0].dtype if params else None)
+        if cacheable and self._text_cache is not None and self._text_cache[0] == key:
+            return self._text_cache[1], self._text_cache[2]
+        both = self.clip.encode_text(torch.cat([self.spoof_tokens, self.live_tokens]))
+        spoof, live = both[: len(self.spoof_tokens)], both[len(self.spoof_tokens):]
+        if cacheable:
+            self._text_cache = (key, spoof.detach(), live.detach())
+            return self._text_cache[1], self._text_cache[2]
+        return spoof, live
+
+    # -- partners ---------------------------------------------------------------------------------------
+    def partners(self, batch: dict, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, 3, D) partner tokens for the MD2A noise map (see the ``compat`` and ``partner_eval`` options)."""
+        domains: Sequence[str] = batch.get("domain") or ["?"] * tokens.shape[0]
+        if self.compat == "official":
+            return tokens[first_same_domain(domains).to(tokens.device)]
+        if self.training:
+            if torch.is_grad_enabled():
+                with torch.no_grad():
+                    m = self.reference_momentum if int(self.reference_seen) else 0.0
+                    self.reference.mul_(m).add_((1 - m) * tokens.detach().float().mean(0))
+                    self.reference_seen += 1
+            return tokens[random_same_domain(domains).to(tokens.device)]
+        if self.partner_eval == "reference" and int(self.reference_seen):
+            return self.reference.to(tokens.dtype).expand_as(tokens)
+        return tokens
+
+    # -- forward ----------------------------------------------------------------------------------------
+    def forward(self, batch: dict) -> ModelOutput:
+        tokens = torch.stack([self.encode(batch, m) for m in MODALITIES], dim=1)  # (B, 3, D)
+        v0, aux = self.md2a(tokens, self.partners(batch, tokens))
+        spoof0, live0 = self.text_features()
+        vis, sp, lv, aux_u = self.udsa(v0, spoof0, live0)
+        logits, aux_c = self.classifier(vis[-1])
+        scale = self.clip.logit_scale.exp()
+        align = torch.stack([rs2_logits(v, s, t, scale) for v, s, t in zip(vis, sp, lv, strict=True)])
+        feats = {"tokens": tokens, "v0": v0, "final": vis[-1], "align_logits": align, "moe_aux": aux + aux_u + aux_c,
+                 "text_spoof": spoof0, "text_live": live0}
+        feats.update({f"cls_{m}": tokens[:, i] for i, m in enumerate(MODALITIES)})
+        return ModelOutput(logits=logits, features=feats)
+
+    def losses(self, batch: dict, output: ModelOutput) -> dict[str, torch.Tensor]:
+        """L = CE(cls, y~) + sum over levels of CE(RS2, y~) + prompt-anchor CE + MoE auxiliary losses, all
+        weights 1; y~ = (1.0, s) smoothed targets."""
+        f = output.features
+        y = smoothed_targets(batch["label"], self.smoothing)
+        ce = soft_ce(output.logits, y)
+        rs2 = torch.stack([soft_ce(a, y) for a in f["align_logits"]]).sum()
+        z_spoof, aux_s = self.classifier(f["text_spoof"])
+        z_live, aux_l = self.classifier(f["text_live"])
+        t_spoof = torch.tensor([1 - self.smoothing, self.smoothing], device=z_spoof.device)
+        anchor = soft_ce(z_spoof, t_spoof.expand_as(z_spoof)) + soft_ce(z_live, t_spoof.flip(0).expand_as(z_live))
+        aux = f["moe_aux"] + aux_s + aux_l
+        return {"ce": ce, "rs2": rs2, "anchor": anchor, "moe_aux": aux, "loss": ce + rs2 + anchor + aux}
+
+    def parameter_parts(self) -> list[tuple[str, list[nn.Parameter], bool]]:
+        scale = [p for n, p in self.clip.named_parameters() if n in ("logit_scale", "logit_bias")]
+        return [("clip.visual", list(self.clip.visual.parameters()), True),
+                ("clip.text", self.text_parameters(), True), ("clip.logit_scale", scale, True),
+                ("md2a", list(self.md2a.parameters()), True), ("udsa", list(self.udsa.parameters()), True),
+                ("classifier", list(self.classifier.parameters()), True)]

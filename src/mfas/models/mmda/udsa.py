@@ -1,0 +1,80 @@
+"""U-DSA: U-shaped dual-space adaptation. ``levels`` refine blocks adapt the visual embedding and both
+prompt sets together on the way down (one block per level, shared by the three); ``levels`` remap blocks
+come back up with skips: r_{l-1} = remap_l(e_l) + e_{l-1} (not chained, as released). RS2 is applied at
+the 2 * levels + 1 outputs [e_0 .. e_L, r_{L-1} .. r_0]; the final representation is r_0.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mfas.models.mmda.moe import MoE
+
+#: ``batch``: the released code's attention over the samples of a batch (an nn.MultiheadAttention fed
+#: (B, 1, D) with batch_first=False); ``sample``: each sample's single token attends to itself only.
+VISUAL_ATTENTION = ("batch", "sample")
+
+
+class RefineBlock(nn.Module):
+    """x1 = x + MHA(LN1 x); x2 = MoE(LN2 x1); out = x + x1 + x2 (the released double residual).
+
+    ``forward(x, attend)`` takes rows x (R, 1, D) (one token per row: a sample's embedding or a prompt's)
+    and ``attend``: ``"rows"`` lets the rows attend to each other (prompts of one class; samples of a
+    batch in the released code), ``"self"`` keeps every row to itself.
+    """
+
+    def __init__(self, dim: int, num_heads: int, eval_routing: str = "deterministic"):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, num_heads, batch_first=True)
+        self.moe = MoE(dim, eval_routing=eval_routing)
+
+    def forward(self, x: torch.Tensor, attend: str) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.ln1(x)
+        if attend == "rows":
+            h = h.transpose(0, 1)  # (1, R, D): the rows form one sequence
+            a = self.attn(h, h, h, need_weights=False)[0].transpose(0, 1)
+        else:
+            a = self.attn(h, h, h, need_weights=False)[0]
+        x1 = x + a
+        x2, aux = self.moe(self.ln2(x1))
+        return x + x1 + x2, aux
+
+
+class UDSA(nn.Module):
+    """``forward(e0, spoof, live)`` with e0 (B, D), spoof (Ns, D), live (Nl, D) returns
+    (visual list of 2L+1 tensors (B, D), spoof list, live list (text paired with each visual level), aux).
+    Prompt sets attend within their class; the visual rows attend as ``visual_attention`` says."""
+
+    def __init__(self, dim: int, num_heads: int, levels: int = 7, visual_attention: str = "sample",
+                 eval_routing: str = "deterministic"):
+        super().__init__()
+        if visual_attention not in VISUAL_ATTENTION:
+            raise ValueError(f"visual_attention must be one of {VISUAL_ATTENTION}, got {visual_attention!r}")
+        self.visual_attention = visual_attention
+        self.refine = nn.ModuleList([RefineBlock(dim, num_heads, eval_routing) for _ in range(levels)])
+        self.remap = nn.ModuleList([RefineBlock(dim, num_heads, eval_routing) for _ in range(levels)])
+
+    def forward(self, e0: torch.Tensor, spoof: torch.Tensor, live: torch.Tensor
+                ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        vis_mode = "rows" if self.visual_attention == "batch" else "self"
+        es, ss, ls = [e0[:, None]], [spoof[:, None]], [live[:, None]]
+        aux = e0.new_zeros(())
+        for block in self.refine:
+            e, a1 = block(es[-1], vis_mode)
+            s, a2 = block(ss[-1], "rows")
+            t, a3 = block(ls[-1], "rows")
+            es.append(e)
+            ss.append(s)
+            ls.append(t)
+            aux = aux + a1 + a2 + a3
+        levels = len(self.refine)
+        vis, sp, lv = list(es), list(ss), list(ls)
+        for lev in range(levels, 0, -1):
+            r, a = self.remap[lev - 1](es[lev], vis_mode)
+            vis.append(r + es[lev - 1])
+            sp.append(ss[lev - 1])
+            lv.append(ls[lev - 1])
+            aux = aux + a
+        return [v[:, 0] for v in vis], [s[:, 0] for s in sp], [t[:, 0] for t in lv], aux
