@@ -309,3 +309,26 @@ def test_bad_weights_and_options_are_clear_errors(tmp_path: Path):
         create_model("mmda-tiny", compt="official")
     with pytest.raises(ValueError, match="compat must be one of"):
         create_model("mmda-tiny", compat="paper")
+
+
+@pytest.mark.parametrize("compat", ["clean", "official"])
+def test_trains_through_the_engine(sim_store: Path, tmp_path: Path, compat: str):
+    import csv
+    import json
+
+    from engine_helpers import tiny_config
+    from mfas.engine.train import train
+
+    micro = {"batch_size": 3, "eval_batch_size": 3} if compat == "official" else {"batch_size": 6}
+    cfg = tiny_config(sim_store, tmp_path, name=f"mmda-{compat}", data={**micro, "sampler": "random"},
+                      trainer={"max_epochs": 1, "log_every_n_steps": 1,
+                               "accumulate_grad_batches": 2 if compat == "official" else 1})
+    cfg = cfg.model_copy(update={"model": cfg.model.__class__(name="mmda-tiny", compat=compat, **MICRO)})
+    run = train(cfg)
+    m = json.loads((run / "metrics.json").read_text())
+    assert 0.0 <= m["tests"]["W"]["threshold_free"]["auc"] <= 1.0
+    header = next(csv.reader((run / "logs" / "metrics.csv").open()))
+    assert {"train/ce", "train/rs2", "train/anchor", "train/moe_aux"} <= set(header)
+    import mfas
+
+    assert mfas.load(run).model.config["compat"] == compat

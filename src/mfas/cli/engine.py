@@ -168,30 +168,25 @@ def models_show(name: str = typer.Argument(..., help="Model name."),
     over = {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in set_ or [])}
     m = create_model(name, **over)
     console.print(f"[bold]{name}[/] {({**model_defaults(name), **over})}")
-    from torch import nn
-
-    train_only = tuple(getattr(m, "training_only", ()))
     t = Table(show_edge=False)
     t.add_column("part")
     t.add_column("parameters", justify="right")
+    t.add_column("trainable", justify="right")
     t.add_column("used at inference")
-    parts = []
-    for child_name, child in m.named_children():
-        if isinstance(child, nn.ModuleDict | nn.ParameterDict):
-            parts += [(f"{child_name}.{k}", v.parameters() if isinstance(v, nn.Module) else [v])
-                      for k, v in child.items()]
-        else:
-            parts.append((child_name, child.parameters()))
-    listed = 0
-    for part, params in parts:
+    listed, unused, seen = 0, 0, set()
+    for part, params, at_inference in m.parameter_parts():
+        params = [p for p in params if id(p) not in seen]
+        seen.update(id(p) for p in params)
         n = sum(p.numel() for p in params)
         listed += n
-        t.add_row(part, f"{n:,}", "no (training only)" if part.split(".")[0] in train_only else "yes")
+        unused += 0 if at_inference else n
+        t.add_row(part, f"{n:,}", f"{sum(p.numel() for p in params if p.requires_grad):,}",
+                  "yes" if at_inference else "no (training only)")
     total = sum(p.numel() for p in m.parameters())
     if total - listed:
-        t.add_row("(own parameters)", f"{total - listed:,}", "yes")
-    n_train = sum(p.numel() for n, p in m.named_parameters() if n.split(".")[0] in train_only)
-    t.add_row("[bold]total[/]", f"[bold]{total:,}[/]", "")
-    if n_train:
-        t.add_row("[bold]at inference[/]", f"[bold]{total - n_train:,}[/] ({(total - n_train) / 1e6:.2f}M)", "")
+        t.add_row("(own parameters)", f"{total - listed:,}", "", "yes")
+    t.add_row("[bold]total[/]", f"[bold]{total:,}[/] ({total / 1e6:.2f}M)",
+              f"{sum(p.numel() for p in m.parameters() if p.requires_grad):,}", "")
+    if unused:
+        t.add_row("[bold]at inference[/]", f"[bold]{total - unused:,}[/] ({(total - unused) / 1e6:.2f}M)", "", "")
     console.print(t)

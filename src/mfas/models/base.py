@@ -59,6 +59,19 @@ class PadModel(nn.Module):
         Grad-CAM. Models that do not support explanations keep this default."""
         raise NotImplementedError(f"{type(self).__name__} does not name layers for Grad-CAM")
 
+    def parameter_parts(self) -> list[tuple[str, list[nn.Parameter], bool]]:
+        """(part name, its parameters, used at inference) for ``mfas models show``: top-level children, the
+        entries of top-level ModuleDicts/ParameterDicts, and the class's ``training_only`` parts marked."""
+        train_only = tuple(getattr(self, "training_only", ()))
+        parts: list[tuple[str, list[nn.Parameter], bool]] = []
+        for name, child in self.named_children():
+            if isinstance(child, nn.ModuleDict | nn.ParameterDict):
+                parts += [(f"{name}.{k}", list(v.parameters()) if isinstance(v, nn.Module) else [v],
+                           name not in train_only) for k, v in child.items()]
+            else:
+                parts.append((name, list(child.parameters()), name not in train_only))
+        return parts
+
     def preprocessing(self) -> dict:
         """Everything an inference bundle needs to prepare inputs for this model."""
         return {"input_size": list(self.input_size), "modalities": list(self.modalities),
