@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from mfas.engine.evaluation import read_scores
 from mfas.engine.io import atomic_write_text
 from mfas.errors import MfasError
 from mfas.metrics import error_curve
+from mfas.models.registry import full_defaults
 
 
 def _pct(x: float | None) -> str:
@@ -189,6 +191,92 @@ def table1_layout(results: list[tuple[str, dict]]) -> list[str]:
     return lines + [""]
 
 
+_MMDG = re.compile(r"^(?:sim/)?(loo|missing|limited)/([A-Z]+-[A-Z]+)$")
+_MMDG_ORDER = {"loo": ["CPS-W", "CPW-S", "CSW-P", "PSW-C"], "missing": ["CPS-W", "CPW-S", "CSW-P", "PSW-C"],
+               "limited": ["CW-PS", "PS-CW"]}
+
+
+def method_label(run: Path) -> str:
+    """The model name plus the options that differ from the registry's defaults (seed and size options of
+    the name itself excluded), e.g. ``mmda-tiny compat=official``."""
+    mj = run / "model.json"
+    if not mj.exists():
+        return run.name
+    cfg = dict(json.loads(mj.read_text())["model"])
+    name = cfg.pop("name")
+    try:
+        defaults = full_defaults(name)
+    except MfasError:
+        return name
+    same = {k for k, v in cfg.items() if k in defaults and json.loads(json.dumps(defaults[k], default=str)) == v}
+    diff = [f"{k}={v}" for k, v in sorted(cfg.items()) if k not in same and k != "pretrained"]
+    return " ".join([name, *diff])
+
+
+def _mean_sd(xs: list[float]) -> str:
+    if not xs:
+        return "—"
+    a = 100 * np.asarray(xs)
+    return f"{a.mean():.2f}" + (f" ± {a.std(ddof=1):.2f}" if a.size > 1 else "")
+
+
+def mmdg_layout(results: list[tuple[Path, dict]]) -> list[str]:
+    """The MMDG benchmark's tables (as in the MMDA paper): one row per method (runs grouped by
+    :func:`method_label`, seeds averaged as mean ± sd), per protocol HTER and AUC, and the average
+    recomputed from the rows (mean over protocols of each seed-mean). Leave-one-out and limited-source runs
+    use their first test set; missing-modality columns average the four splits, as MMDG does."""
+    cells: dict = {}  # (family, method) -> {column: {metric: [values]}}
+    for run, m in results:
+        match = _MMDG.match(m["protocol"])
+        if not match:
+            continue
+        family, split = match.groups()
+        method = method_label(run)
+        items = list(m["tests"].items())
+        if family != "missing":
+            items = items[:1]
+        for test_name, r in items:
+            if "threshold_free" not in r:
+                continue
+            col = split if family != "missing" else test_name.split(" ", 1)[-1]
+            slot = cells.setdefault((family, method), {}).setdefault(col, {})
+            slot.setdefault(("auc", None), []).append(r["threshold_free"]["auc"])
+            for pol, v in r["policies"].items():
+                slot.setdefault(("hter", pol), []).append(v["hter"])
+    if not cells:
+        return []
+    lines = []
+    titles = {"loo": "leave-one-out, complete modalities", "missing": "missing modalities at test (mean of the "
+              "four leave-one-out splits)", "limited": "limited sources"}
+    for family in ("loo", "missing", "limited"):
+        methods = [meth for fam, meth in cells if fam == family]
+        if not methods:
+            continue
+        cols = [c for c in _MMDG_ORDER[family] if any(c in cells[(family, mt)] for mt in methods)]
+        cols += sorted({c for mt in methods for c in cells[(family, mt)]} - set(cols))
+        for pol, block in (("test_eer", "paper-compatible: threshold at each test set's EER"),
+                           ("val_eer", "deployable: threshold from the sources' validation EER")):
+            if not any(("hter", pol) in cells[(family, mt)].get(c, {}) for mt in methods for c in cols):
+                continue
+            lines += [f"## MMDG layout, {titles[family]} (HTER / AUC %, {block})", "",
+                      "| method | " + " | ".join(f"{c} HTER | {c} AUC" for c in cols) + " | Avg HTER | Avg AUC |",
+                      "|---|" + "---|" * (2 * len(cols) + 2)]
+            for mt in methods:
+                row, h_means, a_means = [], [], []
+                for c in cols:
+                    slot = cells[(family, mt)].get(c, {})
+                    h, a = slot.get(("hter", pol), []), slot.get(("auc", None), [])
+                    row += [_mean_sd(h), _mean_sd(a)]
+                    if h and a:
+                        h_means.append(float(np.mean(h)))
+                        a_means.append(float(np.mean(a)))
+                complete = len(h_means) == len(cols)
+                avg = [f"{100 * np.mean(h_means):.2f}", f"{100 * np.mean(a_means):.2f}"] if complete else ["—", "—"]
+                lines.append(f"| {mt} | " + " | ".join(row + avg) + " |")
+            lines.append("")
+    return lines
+
+
 def _hter_auc(r: dict) -> str:
     return f"{_pct(r['policies'].get('test_eer', {}).get('hter'))} / {_pct(r['threshold_free']['auc'])}"
 
@@ -196,6 +284,7 @@ def _hter_auc(r: dict) -> str:
 def write_report(runs: list[Path], out: Path) -> Path:
     """Write ``out/report.md`` (and plots under ``out/plots``) for one or several runs."""
     results: list[tuple[str, dict, Path]] = []
+    by_run: list[tuple[Path, dict]] = []
     for run in runs:
         found = find_results(Path(run))
         if not found:
@@ -203,6 +292,7 @@ def write_report(runs: list[Path], out: Path) -> Path:
         for d in found:
             label = Path(run).name if d == Path(run) else f"{Path(run).name}/{d.name}"
             results.append((label, json.loads((d / "metrics.json").read_text()), d))
+            by_run.append((Path(run), results[-1][1]))
     lines = ["# mfas report", "", "Conventions: label 1 = bona fide; score = P(bona fide); a sample is accepted "
              "as bona fide when score >= threshold. Every fixed-threshold number names the policy that chose "
              "its threshold.", ""]
@@ -217,6 +307,8 @@ def write_report(runs: list[Path], out: Path) -> Path:
     weighted = [(lbl, m) for lbl, m, _ in results if (m.get("average") or {}).get("kind") == "weighted"]
     if weighted:
         lines += table1_layout(weighted)
+    if len(by_run) > 1:
+        lines += mmdg_layout(by_run)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     return out / "report.md"

@@ -47,6 +47,16 @@ def _check_name(name: str) -> None:
         raise ConfigError(f"unknown model {name!r}{hint}")
 
 
+def full_defaults(name: str) -> dict:
+    """Every option of ``name`` with its default: the builder's signature defaults under the registered ones."""
+    _ensure_builtins()
+    _check_name(name)
+    params = inspect.signature(_BUILDERS[name]).parameters
+    sig = {k: p.default for k, p in params.items()
+           if p.default is not inspect.Parameter.empty and p.kind is not inspect.Parameter.VAR_KEYWORD}
+    return {**sig, **_DEFAULTS[name]}
+
+
 def create_model(name: str, **overrides: object) -> PadModel:
     """Build a registered model; an unknown override is an error naming the nearest valid key."""
     _ensure_builtins()
