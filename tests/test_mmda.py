@@ -332,3 +332,13 @@ def test_trains_through_the_engine(sim_store: Path, tmp_path: Path, compat: str)
     import mfas
 
     assert mfas.load(run).model.config["compat"] == compat
+    if compat == "clean":  # the paper's Figure 6: final representations by domain and class
+        from typer.testing import CliRunner
+
+        from mfas.cli.main import app
+
+        out = tmp_path / "tsne.png"
+        res = CliRunner().invoke(app, ["tsne", str(run), "--what", "final", "--data", "sim:test", "--limit", "24",
+                                       "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        assert out.stat().st_size > 0

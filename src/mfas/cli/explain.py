@@ -37,11 +37,18 @@ def tsne_cmd(runs: list[Path] = typer.Argument(..., help="One or more runs, one 
                                                  "(default: the first run's first test set)."),
              limit: int = typer.Option(300, min=10, help="Samples drawn (at random, seeded)."),
              seed: int = typer.Option(0, help="Seed of the draw and of t-SNE."),
+             what: str = typer.Option("modalities", help="modalities: the three modal features, colour = "
+                                      "modality (mmFAS Figure 2); final: the final representation, colour = "
+                                      "domain (MMDA Figure 6)."),
              store: list[str] = STORE) -> None:
-    """t-SNE of the three modalities' class-token features, one panel per run (mmFAS Figure 2)."""
-    from mfas.engine.explain import run_stores, tsne_dataset, tsne_figure
+    """t-SNE of a run's features, one panel per run: modal features (mmFAS) or final representations (MMDA)."""
+    from mfas.engine.explain import run_stores, tsne_dataset, tsne_figure, tsne_final_figure
+    from mfas.errors import ConfigError
     from mfas.protocols import parse_store_args
 
+    if what not in ("modalities", "final"):
+        raise ConfigError(f"--what must be modalities or final, got {what!r}")
     stores = run_stores(runs[0], parse_store_args(store))
     ds = tsne_dataset(runs[0], stores, data, limit, seed)
-    console.print(f"wrote [bold]{tsne_figure(runs, ds, out, limit, seed)}[/] ({len(ds)} samples)")
+    draw = tsne_figure if what == "modalities" else tsne_final_figure
+    console.print(f"wrote [bold]{draw(runs, ds, out, limit, seed)}[/] ({len(ds)} samples)")

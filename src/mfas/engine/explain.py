@@ -105,7 +105,7 @@ def explain_samples(run: Path, sample_ids: Sequence[str], out: Path, stores: Sto
     written = []
     for (_, raw), sid in zip(find_samples(stores, sample_ids), sample_ids, strict=True):
         item = pred.transform(dict(raw))
-        batch = {k: (v[None] if torch.is_tensor(v) else v) for k, v in item.items()}
+        batch = {k: (v[None] if torch.is_tensor(v) else [v]) for k, v in item.items()}
         maps = grad_cam(pred.model, batch)
         with torch.no_grad():
             score = float(pred.model(batch).score[0])
@@ -142,7 +142,7 @@ def modal_features(pred: Predictor, ds: StoreDataset, limit: int) -> tuple[dict[
     with torch.no_grad():
         for k in range(min(limit, len(ds))):
             item = pred.transform(ds[k])
-            batch = {key: (v[None] if torch.is_tensor(v) else v) for key, v in item.items()}
+            batch = {key: (v[None] if torch.is_tensor(v) else [v]) for key, v in item.items()}
             f = pred.model(batch).features
             for m in pred.modalities:
                 if f"cls_{m}" in f:
@@ -200,6 +200,56 @@ def tsne_figure(runs: Sequence[Path], ds: StoreDataset, out: Path, limit: int = 
                 ax.scatter(emb[sel, 0], emb[sel, 1], s=10, c=colours.get(m, "k"), marker=marker,
                            label=f"{m} {'bona fide' if lab else 'attack'}", alpha=0.7)
             off += n
+        ax.set_title(Path(run).name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0, -1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def final_features(pred: Predictor, ds: StoreDataset, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The final representation ``features["final"]`` (n, D) of the first ``limit`` samples (MMDA: the last
+    U-DSA output r_0, which the classifier reads), with their labels and domains."""
+    feats, labels, domains = [], [], []
+    with torch.no_grad():
+        for k in range(min(limit, len(ds))):
+            raw = ds[k]
+            item = pred.transform(raw)
+            batch = {key: (v[None] if torch.is_tensor(v) else [v]) for key, v in item.items()}
+            f = pred.model(batch).features
+            if "final" not in f:
+                raise MfasError("the model exposes no final representation (features['final'])")
+            feats.append(f["final"][0].float().numpy())
+            labels.append(int(item["label"]))
+            domains.append(str(raw["domain"]))
+    return np.stack(feats), np.asarray(labels), np.asarray(domains)
+
+
+def tsne_final_figure(runs: Sequence[Path], ds: StoreDataset, out: Path, limit: int = 300, seed: int = 0) -> Path:
+    """One t-SNE panel per run of the final representations, colour = domain, marker = label (the MMDA
+    paper's Figure 6). Samples are scored one at a time, so batch-dependent modes see no other sample."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+
+    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 4.6), squeeze=False)
+    palette = plt.get_cmap("tab10")
+    for ax, run in zip(axes[0], runs, strict=True):
+        x, labels, domains = final_features(Predictor(run), ds, limit)
+        x = x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
+        emb = TSNE(n_components=2, perplexity=min(30.0, (len(x) - 1) / 3), init="pca",
+                   random_state=seed).fit_transform(x)
+        for j, dom in enumerate(sorted(set(domains.tolist()))):
+            for lab, marker in ((1, "o"), (0, "x")):
+                sel = np.flatnonzero((domains == dom) & (labels == lab))
+                ax.scatter(emb[sel, 0], emb[sel, 1], s=10, color=palette(j % 10), marker=marker, alpha=0.7,
+                           label=f"{dom} {'bona fide' if lab else 'attack'}")
         ax.set_title(Path(run).name, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
