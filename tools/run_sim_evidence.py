@@ -1,7 +1,11 @@
-"""The SimFAS evidence for mmFAS: full model and main ablations on the four leave-one-domain-out protocols,
-several seeds, aggregated into docs/results/simfas.md.
+"""The SimFAS evidence: a model family's variants on the four leave-one-domain-out protocols, several seeds,
+aggregated into a markdown table (the sections of docs/results/simfas.md).
 
     python tools/run_sim_evidence.py --store stores/simfas --runs runs/evidence --seeds 0 1 2
+    python tools/run_sim_evidence.py --family mmda --runs runs/evidence-mmda --out mmda.md
+    python tools/run_sim_evidence.py --family baselines --runs runs/evidence-base --out base.md
+
+Variants are the configs in configs/sim/<family>/loo/<protocol>/<variant>.yaml.
 
 Finished runs (with metrics.json) are kept, so an interrupted sweep continues where it stopped.
 """
@@ -25,8 +29,16 @@ from make_mmfas_configs import LOO_PROTOCOLS, LOO_VARIANTS  # noqa: E402
 POLICIES = ("test_eer", "val_eer")
 
 
+def family_variants(family: str) -> list[str]:
+    folder = ROOT / f"configs/sim/{family}/loo/{LOO_PROTOCOLS[0]}"
+    found = sorted(p.stem for p in folder.glob("*.yaml"))
+    if family == "mmfas":
+        return [v for v in LOO_VARIANTS if v in found]
+    return found
+
+
 def run_all(store: Path, runs: Path, seeds: list[int], per_domain: int, variants: list[str],
-            overrides: list[str]) -> None:
+            overrides: list[str], family: str = "mmfas") -> None:
     from mfas.data.synth import generate_store
     from mfas.engine.config import load_config
     from mfas.engine.train import train
@@ -40,7 +52,7 @@ def run_all(store: Path, runs: Path, seeds: list[int], per_domain: int, variants
                 if (runs / name / "metrics.json").exists():
                     continue
                 shutil.rmtree(runs / name, ignore_errors=True)
-                cfg = load_config(ROOT / f"configs/sim/mmfas/loo/{proto}/{variant}.yaml",
+                cfg = load_config(ROOT / f"configs/sim/{family}/loo/{proto}/{variant}.yaml",
                                   [f"seed={seed}", f"name={name}", f"output_dir={runs}", "trainer.progress=false",
                                    f"data.stores.sim={store}", *overrides])
                 t = time.perf_counter()
@@ -73,10 +85,11 @@ def fmt(xs: list[float]) -> str:
     return f"{a.mean():.1f} ± {a.std(ddof=1) if a.size > 1 else 0.0:.1f}"
 
 
-def write_markdown(table: dict, seeds: list[int], out: Path, note: str, variants: list[str]) -> None:
-    lines = ["# Results on SimFAS", "",
-             "mmFAS (`mmfas-tiny`) and its main ablations on the four SimFAS leave-one-domain-out protocols "
-             "(`configs/sim/mmfas/loo/`), produced by `python tools/run_sim_evidence.py`. "
+def write_markdown(table: dict, seeds: list[int], out: Path, note: str, variants: list[str],
+                   family: str = "mmfas") -> None:
+    lines = [f"# SimFAS leave-one-domain-out: {family}", "",
+             f"Variants of `configs/sim/{family}/loo/` on the four SimFAS leave-one-domain-out protocols, "
+             f"produced by `python tools/run_sim_evidence.py --family {family}`. "
              f"Seeds {', '.join(map(str, seeds))}; each cell is mean ± sample standard deviation over seeds, in %. "
              "Model selection: `last` epoch (no target data). HTER@test_eer sets the threshold at each target's "
              "own EER point (paper-compatible, optimistic); HTER@val_eer uses the sources' validation EER "
@@ -91,9 +104,10 @@ def write_markdown(table: dict, seeds: list[int], out: Path, note: str, variants
                         for i in range(min(len(table[(variant, p)][metric]) for p in LOO_PROTOCOLS))]
             lines.append(f"| {variant} | " + " | ".join(cells) + f" | {fmt(per_seed)} |")
         lines.append("")
-    lines += ["Variants: `mmfas` = full model (ICL + CM with hard mining, switch-attention); `no-align` = switch-"
-              "attention without alignment losses; `merge` / `cross` = merge- / cross-attention fusion with "
-              "alignment; `rgb-only` = the RGB extractor and head alone.", ""]
+    if family == "mmfas":
+        lines += ["Variants: `mmfas` = full model (ICL + CM with hard mining, switch-attention); `no-align` = "
+                  "switch-attention without alignment losses; `merge` / `cross` = merge- / cross-attention fusion "
+                  "with alignment; `rgb-only` = the RGB extractor and head alone.", ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
 
@@ -106,14 +120,19 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", type=Path, default=ROOT / "docs/results/simfas.md")
     p.add_argument("--note", default="", help="a line about the machine and store, put under the intro")
-    p.add_argument("--variants", nargs="+", default=list(LOO_VARIANTS), choices=list(LOO_VARIANTS))
+    p.add_argument("--family", default="mmfas", help="configs/sim/<family>/loo (mmfas, mmda, baselines)")
+    p.add_argument("--variants", nargs="+", default=None, help="default: every config of the family")
     p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides for every run, e.g. trainer.max_epochs=30 (use a separate --runs folder)")
     p.add_argument("--report-only", action="store_true", help="aggregate finished runs, train nothing")
     a = p.parse_args()
+    variants = a.variants or family_variants(a.family)
+    unknown = set(variants) - set(family_variants(a.family))
+    if unknown:
+        p.error(f"no config for variant(s) {', '.join(sorted(unknown))} in configs/sim/{a.family}/loo")
     if not a.report_only:
-        run_all(a.store, a.runs, a.seeds, a.per_domain, a.variants, a.overrides)
-    write_markdown(collect(a.runs, a.seeds, a.variants), a.seeds, a.out, a.note, a.variants)
+        run_all(a.store, a.runs, a.seeds, a.per_domain, variants, a.overrides, a.family)
+    write_markdown(collect(a.runs, a.seeds, variants), a.seeds, a.out, a.note, variants, a.family)
     print(f"wrote {a.out}")
 
 
