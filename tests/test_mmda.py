@@ -151,6 +151,13 @@ def test_diff_attention_lambda_and_noise_map():
         assert torch.allclose(out, expect, atol=1e-5)
 
 
+def expert(moe: MoE, e: int, x: torch.Tensor) -> torch.Tensor:
+    """Expert e of ``moe`` written out as the separate module the released code has."""
+    h = F.rms_norm(x, (x.shape[-1],), moe.norm_weight[e], 1e-5) @ moe.w1[e] + moe.b1[e]
+    a, gate = h.chunk(2, dim=-1)
+    return (F.gelu(gate) * a * moe.mult_bias[e]) @ moe.w2[e] + moe.b2[e]
+
+
 def test_moe_routing_and_auxiliary_losses():
     torch.manual_seed(0)
     moe = MoE(16)
@@ -161,13 +168,14 @@ def test_moe_routing_and_auxiliary_losses():
     aux = moe(x)[1].detach()
     # top-1 is expert 0 everywhere: balance = 7^2 * mean_e(density_e * 1/7) = 1; z = (ln 7)^2
     assert float(aux) == pytest.approx(1e-2 * 1.0 + 1e-3 * math.log(7) ** 2, rel=1e-5)
+    assert sum(p.numel() for p in moe.parameters()) == 4 * (16 + 16 * 84 + 84 + 42 + 42 * 16 + 16) + 3 * 16 + 7 * 16
     moe.eval()
     assert float(moe(x)[1]) == 0.0
     x = x.abs()
     with torch.no_grad():
         moe.router.weight[:2] = 1.0  # experts 0 and 1 tie on top: g1 = g2 = 0.5 >= 0.2, both routed
     y = moe(x)[0]
-    expect = 0.5 * moe.experts[0](x) + 0.5 * moe.experts[1](x)
+    expect = 0.5 * expert(moe, 0, x) + 0.5 * expert(moe, 1, x)
     assert torch.allclose(y, expect, atol=1e-6)
     with torch.no_grad():
         moe.router.weight.zero_()
@@ -177,7 +185,7 @@ def test_moe_routing_and_auxiliary_losses():
     g1 = top[..., 0] / top.sum(-1)
     route2 = (top[..., 1] / top.sum(-1)) >= 0.2
     assert not route2.all() and (moe.router(x).argmax(-1) == 0).all()
-    assert torch.allclose(y[~route2], (g1[..., None] * moe.experts[0](x))[~route2], atol=1e-5)
+    assert torch.allclose(y[~route2], (g1[..., None] * expert(moe, 0, x))[~route2], atol=1e-5)
     stochastic = MoE(16, eval_routing="stochastic").eval()
     with torch.no_grad():
         stochastic.load_state_dict(moe.state_dict())

@@ -38,7 +38,7 @@ def family_variants(family: str) -> list[str]:
 
 
 def run_all(store: Path, runs: Path, seeds: list[int], per_domain: int, variants: list[str],
-            overrides: list[str], family: str = "mmfas") -> None:
+            overrides: list[str], family: str = "mmfas", protocols: list[str] | None = None) -> None:
     from mfas.data.synth import generate_store
     from mfas.engine.config import load_config
     from mfas.engine.train import train
@@ -46,7 +46,7 @@ def run_all(store: Path, runs: Path, seeds: list[int], per_domain: int, variants
     if not (store / "store.json").exists():
         generate_store(store, per_domain=per_domain, seed=0)
     for seed in seeds:
-        for proto in LOO_PROTOCOLS:
+        for proto in protocols or LOO_PROTOCOLS:
             for variant in variants:
                 name = f"{proto}_{variant}_s{seed}"
                 if (runs / name / "metrics.json").exists():
@@ -124,6 +124,8 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", default=None, help="default: every config of the family")
     p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides for every run, e.g. trainer.max_epochs=30 (use a separate --runs folder)")
+    p.add_argument("--protocols", nargs="+", default=None, choices=list(LOO_PROTOCOLS),
+                   help="train only these (e.g. to split a sweep over two processes); the table uses all")
     p.add_argument("--report-only", action="store_true", help="aggregate finished runs, train nothing")
     a = p.parse_args()
     variants = a.variants or family_variants(a.family)
@@ -131,7 +133,7 @@ def main() -> None:
     if unknown:
         p.error(f"no config for variant(s) {', '.join(sorted(unknown))} in configs/sim/{a.family}/loo")
     if not a.report_only:
-        run_all(a.store, a.runs, a.seeds, a.per_domain, variants, a.overrides, a.family)
+        run_all(a.store, a.runs, a.seeds, a.per_domain, variants, a.overrides, a.family, a.protocols)
     write_markdown(collect(a.runs, a.seeds, variants), a.seeds, a.out, a.note, variants, a.family)
     print(f"wrote {a.out}")
 

@@ -18,48 +18,16 @@ from torch import nn
 ROUTING = ("stochastic", "deterministic")
 
 
-class GEGLU(nn.Module):
-    """``gelu(gate) * x * mult_bias`` on the two halves ``[x, gate]`` of the last axis."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.mult_bias = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, gate = x.chunk(2, dim=-1)
-        return F.gelu(gate) * x * self.mult_bias
-
-
-class FFNExpert(nn.Module):
-    """RMSNorm -> Linear(dim, 2h) -> GEGLU -> Linear(h, dim), with h = int(dim * mult * 2 / 3)."""
-
-    def __init__(self, dim: int, mult: float = 4.0):
-        super().__init__()
-        hidden = int(dim * mult * 2 / 3)
-        self.net = nn.Sequential(nn.RMSNorm(dim, eps=1e-5), nn.Linear(dim, 2 * hidden), GEGLU(hidden),
-                                 nn.Linear(hidden, dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-class ConstantExpert(nn.Module):
-    """Outputs one learned vector whatever the input."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.const = nn.Parameter(torch.empty(dim).normal_(std=0.02))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.const.expand_as(x)
-
-
 class MoE(nn.Module):
     """Top-2 mixture of ``n_ffn`` GEGLU experts and ``n_const`` constant experts.
 
-    ``forward(x)`` with x (B, N, D) returns (y (B, N, D), aux) where aux is the weighted auxiliary loss
-    (a zero scalar outside training). The balance loss is computed per row b over its N tokens and then
-    averaged, as in the released code, so it is the same for any layout that keeps rows intact.
+    ``forward(x)`` with x (..., D) returns (y (..., D), aux) where aux is the weighted auxiliary loss
+    (a zero scalar outside training). The balance loss is computed per row over the second-to-last axis
+    and then averaged, as in the released code (its layout is (B, N, D)).
+
+    The FFN experts are stored stacked (``w1`` (E, D, 2H), ``w2`` (E, H, D), ...) and run as batched matrix
+    products: expert e is RMSNorm(gamma_e) -> Linear(D, 2H) -> GEGLU(mult_bias_e) -> Linear(H, D) with
+    H = int(D * mult * 2 / 3), the same parameters as E separate modules in far fewer kernel launches.
 
     Routing of the second expert: in training always stochastic (probability min(1, g2 / threshold));
     at eval ``eval_routing="stochastic"`` keeps that (the released code) and ``"deterministic"`` routes
@@ -71,17 +39,34 @@ class MoE(nn.Module):
         super().__init__()
         if eval_routing not in ROUTING:
             raise ValueError(f"eval_routing must be one of {ROUTING}, got {eval_routing!r}")
-        self.experts = nn.ModuleList([FFNExpert(dim, mult) for _ in range(n_ffn)]
-                                     + [ConstantExpert(dim) for _ in range(n_const)])
-        self.router = nn.Linear(dim, len(self.experts), bias=False)
+        hidden = int(dim * mult * 2 / 3)
+        self.n_ffn, self.n_experts = n_ffn, n_ffn + n_const
+        self.norm_weight = nn.Parameter(torch.ones(n_ffn, dim))
+        self.w1 = nn.Parameter(torch.empty(n_ffn, dim, 2 * hidden).uniform_(-dim ** -0.5, dim ** -0.5))
+        self.b1 = nn.Parameter(torch.empty(n_ffn, 2 * hidden).uniform_(-dim ** -0.5, dim ** -0.5))
+        self.mult_bias = nn.Parameter(torch.ones(n_ffn, hidden))
+        self.w2 = nn.Parameter(torch.empty(n_ffn, hidden, dim).uniform_(-hidden ** -0.5, hidden ** -0.5))
+        self.b2 = nn.Parameter(torch.empty(n_ffn, dim).uniform_(-hidden ** -0.5, hidden ** -0.5))
+        self.const = nn.Parameter(torch.empty(n_const, dim).normal_(std=0.02))
+        self.router = nn.Linear(dim, self.n_experts, bias=False)
         self.threshold, self.balance_coef, self.z_coef = threshold, balance_coef, z_coef
         self.eval_routing = eval_routing
 
+    def ffn(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """Outputs (E, T, D) of the FFN experts on tokens x (T, D); ``scale`` (E, T) multiplies each expert's
+        input (the straight-through dispatch) before its norm."""
+        xin = x[None] if scale is None else x[None] * scale[..., None]
+        h = torch.rms_norm(xin, (x.shape[-1],), eps=1e-5) * self.norm_weight[:, None]
+        h = torch.baddbmm(self.b1[:, None], h, self.w1)
+        a, gate = h.chunk(2, dim=-1)
+        h = F.gelu(gate) * a * self.mult_bias[:, None]
+        return torch.baddbmm(self.b2[:, None], h, self.w2)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        n_exp = len(self.experts)
-        logits = self.router(x)  # (B, N, E)
+        shape, n_exp = x.shape, self.n_experts
+        logits = self.router(x)  # (..., E)
         probs = logits.float().softmax(-1)
-        top, idx = probs.topk(2, dim=-1)  # (B, N, 2)
+        top, idx = probs.topk(2, dim=-1)
         gates = top / top.sum(-1, keepdim=True).clamp_min(1e-9)
         g2 = gates[..., 1]
         if self.training or self.eval_routing == "stochastic":
@@ -89,18 +74,19 @@ class MoE(nn.Module):
         else:
             route2 = g2 >= self.threshold
         gates = torch.stack([gates[..., 0], g2 * route2], dim=-1).to(x.dtype)
-        # combine[b, n, e]: the weight of expert e for token (b, n); zero for experts not routed to
-        combine = torch.zeros(*x.shape[:-1], n_exp, dtype=x.dtype, device=x.device).scatter_add(-1, idx, gates)
+        # combine[..., e]: the weight of expert e for each token; zero for experts not routed to
+        combine = torch.zeros(*shape[:-1], n_exp, dtype=x.dtype, device=x.device).scatter_add(-1, idx, gates)
+        tokens, w = x.reshape(-1, shape[-1]), combine.reshape(-1, n_exp)
         # every expert runs on every token (at most 3 tokens per row): no host sync, and every parameter
-        # takes part in the graph, which DDP needs
-        y = torch.zeros_like(x)
-        for e, expert in enumerate(self.experts):
-            w = combine[..., e:e + 1]
-            # straight-through dispatch (as the released code): value x, gradient also through the gate
-            y = y + w * expert(x * (1 + w - w.detach()))
+        # takes part in the graph, which DDP needs; straight-through dispatch (as released): the expert
+        # input is x (1 + w - stop_grad(w)), so the gate also gets the gradient through the input
+        wf = w[:, : self.n_ffn].T
+        out = self.ffn(tokens, 1 + wf - wf.detach())
+        y = torch.einsum("te,etd->td", w[:, : self.n_ffn], out) + w[:, self.n_ffn:] @ self.const
+        y = y.reshape(shape)
         if not self.training:
             return y, x.new_zeros(())
-        density = F.one_hot(idx[..., 0], n_exp).float().mean(-2)  # (B, E): share of tokens whose top-1 is e
+        density = F.one_hot(idx[..., 0], n_exp).float().mean(-2)  # share of a row's tokens whose top-1 is e
         proxy = probs.mean(-2)
         balance = (density * proxy).mean() * n_exp ** 2
         z = torch.logsumexp(logits.float(), dim=-1).square().mean()
