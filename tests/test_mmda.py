@@ -350,3 +350,6 @@ def test_trains_through_the_engine(sim_store: Path, tmp_path: Path, compat: str)
                                        "--out", str(out)])
         assert res.exit_code == 0, res.output
         assert out.stat().st_size > 0
+        sid = next(csv.DictReader((run / "scores" / "W.csv").open()))
+        res = CliRunner().invoke(app, ["explain", str(run), "--sample", sid["sample_id"], "--out", str(tmp_path)])
+        assert res.exit_code == 2 and "Grad-CAM" in res.output  # one shared image tower: no per-modality maps

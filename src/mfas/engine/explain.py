@@ -25,7 +25,10 @@ def grad_cam(model: PadModel, batch: dict, target: int = 1) -> dict[str, torch.T
     tokens, reshaped to the patch grid, upsampled to the input size and scaled to [0, 1] per sample.
     Returns {modality: (B, H, W)}.
     """
-    layers = model.cam_layers()
+    try:
+        layers = model.cam_layers()
+    except NotImplementedError as e:
+        raise MfasError(f"{e}; Grad-CAM needs one token map per modality") from None
     acts: dict[str, torch.Tensor] = {}
     hooks = [layer.register_forward_hook(lambda _m, _i, out, k=k: acts.__setitem__(k, out))
              for k, layer in layers.items()]
