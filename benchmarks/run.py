@@ -292,6 +292,37 @@ def _flops(fn: Callable[[], object]) -> int:
     return counter.get_total_flops()
 
 
+def _mm_batch(b: int, size: int = 224) -> dict:
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    return {"rgb": torch.randn(b, 3, size, size, generator=g), "depth": torch.randn(b, 1, size, size, generator=g),
+            "ir": torch.randn(b, 1, size, size, generator=g), "present": torch.ones(b, 3, dtype=torch.bool),
+            "label": torch.arange(b) % 2, "domain": ["A"] * b}
+
+
+def _train_figures(model, x: dict, opt, steps: int) -> dict:
+    """Median seconds per optimiser step on batch ``x`` (after one warm-up step), samples/s, FLOPs per step
+    (forward + backward, as FlopCounterMode counts them) and achieved GFLOP/s."""
+    def step() -> None:
+        loss = model.losses(x, model(x))["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()
+    flops = _flops(lambda: model.losses(x, model(x))["loss"].backward())
+    opt.zero_grad(set_to_none=True)
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    dt = float(np.median(times))
+    b = len(x["label"])
+    return {"samples_per_s": b / dt, "step_s": dt, "gflop_per_step": flops / 1e9, "gflops": flops / dt / 1e9}
+
+
 @bench("mmfas")
 def mmfas_rate(args: argparse.Namespace) -> dict:
     """Full-size mmFAS (15.6M parameters, 224x224, three modalities): training samples/s (batch 8, AdamW) and
@@ -300,38 +331,17 @@ def mmfas_rate(args: argparse.Namespace) -> dict:
 
     from mfas.models import create_model
 
-    def batch(b: int) -> dict:
-        g = torch.Generator().manual_seed(0)
-        return {"rgb": torch.randn(b, 3, 224, 224, generator=g), "depth": torch.randn(b, 1, 224, 224, generator=g),
-                "ir": torch.randn(b, 1, 224, 224, generator=g), "present": torch.ones(b, 3, dtype=torch.bool),
-                "label": torch.arange(b) % 2}
-
     torch.manual_seed(0)
     model = create_model("mmfas")
     out: dict = {"params_m": sum(p.numel() for p in model.parameters()) / 1e6, "threads": torch.get_num_threads()}
     # training
     b, steps = 8, args.mmfas_steps
-    x = batch(b)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = _mm_batch(b)
     model.train()
-
-    def step() -> None:
-        loss = model.losses(x, model(x))["loss"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    step()
-    flops_step = _flops(lambda: model.losses(x, model(x))["loss"].backward())
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    dt = (time.perf_counter() - t) / steps
-    out["train"] = {"batch": b, "samples_per_s": b / dt, "gflop_per_step": flops_step / 1e9,
-                    "gflops": flops_step / dt / 1e9}
+    out["train"] = {"batch": b, **_train_figures(model, x, torch.optim.AdamW(model.parameters(), lr=1e-4), steps)}
     # inference, batch 1
     model.eval()
-    x1 = batch(1)
+    x1 = _mm_batch(1)
     with torch.inference_mode():
         for _ in range(3):
             model(x1)
@@ -345,15 +355,6 @@ def mmfas_rate(args: argparse.Namespace) -> dict:
     out["infer_b1"] = {"latency_ms_median": 1e3 * med, "latency_ms_p90": 1e3 * float(np.percentile(times, 90)),
                        "gflop_per_sample": flops_1 / 1e9, "gflops": flops_1 / med / 1e9}
     return out
-
-
-def _mm_batch(b: int, size: int = 224) -> dict:
-    import torch
-
-    g = torch.Generator().manual_seed(0)
-    return {"rgb": torch.randn(b, 3, size, size, generator=g), "depth": torch.randn(b, 1, size, size, generator=g),
-            "ir": torch.randn(b, 1, size, size, generator=g), "present": torch.ones(b, 3, dtype=torch.bool),
-            "label": torch.arange(b) % 2, "domain": ["A"] * b}
 
 
 @bench("mmda")
@@ -402,19 +403,8 @@ def mmda_rate(args: argparse.Namespace) -> dict:
     xb = _mm_batch(b)
     xb["domain"] = ["A", "A", "B"]
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-6, weight_decay=5e-5)
-
-    def step() -> None:
-        loss = model.losses(xb, model(xb))["loss"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    step()
-    flops_step = _flops(lambda: model.losses(xb, model(xb))["loss"].backward())
-    opt.zero_grad(set_to_none=True)
-    dt = float(np.median(timed(step, args.mmda_steps)))
-    out["train"] = {"micro_batch": b, "samples_per_s": b / dt, "step_s": dt, "gflop_per_step": flops_step / 1e9,
-                    "gflops": flops_step / dt / 1e9, "peak_rss_mb": _peak_rss_mb()}
+    out["train"] = {"micro_batch": b, **_train_figures(model, xb, opt, args.mmda_steps),
+                    "peak_rss_mb": _peak_rss_mb()}
     return out
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -176,33 +176,25 @@ def tsne_dataset(run: Path, stores: StoreSet, data: str | None = None, limit: in
     return StoreDataset(store, idx)
 
 
-def tsne_figure(runs: Sequence[Path], ds: StoreDataset, out: Path, limit: int = 300, seed: int = 0) -> Path:
-    """One t-SNE panel per run of the three modalities' L2-normalised class-token features (colour = modality,
-    marker = label); e.g. a run without alignment next to one with it, as in the mmFAS paper's Figure 2."""
+def _embed(x: np.ndarray, seed: int) -> np.ndarray:
+    """2-D t-SNE of the L2-normalised rows of x (the alignment losses of both methods compare cosines)."""
+    from sklearn.manifold import TSNE
+
+    x = x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
+    return TSNE(n_components=2, perplexity=min(30.0, (len(x) - 1) / 3), init="pca",
+                random_state=seed).fit_transform(x)
+
+
+def _panels(runs: Sequence[Path], out: Path, draw: Callable[[object, Path], None]) -> Path:
+    """One panel per run, ``draw(axis, run)`` filling each; the legend of the last panel; saved to ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from sklearn.manifold import TSNE
 
     fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 4.6), squeeze=False)
-    colours = {"rgb": "tab:red", "depth": "tab:blue", "ir": "tab:green"}
     for ax, run in zip(axes[0], runs, strict=True):
-        feats, labels = modal_features(Predictor(run), ds, limit)
-        mods = list(feats)
-        x = np.concatenate([feats[m] for m in mods])
-        # ICL compares cosine similarities, so the geometry alignment acts on is that of unit vectors.
-        x = x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
-        emb = TSNE(n_components=2, perplexity=min(30.0, (len(x) - 1) / 3), init="pca",
-                   random_state=seed).fit_transform(x)
-        off = 0
-        for m in mods:
-            n = len(feats[m])
-            for lab, marker in ((1, "o"), (0, "x")):
-                sel = np.flatnonzero(labels == lab) + off
-                ax.scatter(emb[sel, 0], emb[sel, 1], s=10, c=colours.get(m, "k"), marker=marker,
-                           label=f"{m} {'bona fide' if lab else 'attack'}", alpha=0.7)
-            off += n
+        draw(ax, Path(run))
         ax.set_title(Path(run).name, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
@@ -212,6 +204,24 @@ def tsne_figure(runs: Sequence[Path], ds: StoreDataset, out: Path, limit: int = 
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def tsne_figure(runs: Sequence[Path], ds: StoreDataset, out: Path, limit: int = 300, seed: int = 0) -> Path:
+    """One t-SNE panel per run of the three modalities' L2-normalised class-token features (colour = modality,
+    marker = label); e.g. a run without alignment next to one with it, as in the mmFAS paper's Figure 2."""
+    colours = {"rgb": "tab:red", "depth": "tab:blue", "ir": "tab:green"}
+
+    def draw(ax: object, run: Path) -> None:
+        feats, labels = modal_features(Predictor(run), ds, limit)
+        mods = list(feats)
+        emb = _embed(np.concatenate([feats[m] for m in mods]), seed)
+        for k, m in enumerate(mods):
+            for lab, marker in ((1, "o"), (0, "x")):
+                sel = np.flatnonzero(labels == lab) + k * len(labels)
+                ax.scatter(emb[sel, 0], emb[sel, 1], s=10, c=colours.get(m, "k"), marker=marker,
+                           label=f"{m} {'bona fide' if lab else 'attack'}", alpha=0.7)
+
+    return _panels(runs, out, draw)
 
 
 def final_features(pred: Predictor, ds: StoreDataset, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -235,30 +245,17 @@ def final_features(pred: Predictor, ds: StoreDataset, limit: int) -> tuple[np.nd
 def tsne_final_figure(runs: Sequence[Path], ds: StoreDataset, out: Path, limit: int = 300, seed: int = 0) -> Path:
     """One t-SNE panel per run of the final representations, colour = domain, marker = label (the MMDA
     paper's Figure 6). Samples are scored one at a time, so batch-dependent modes see no other sample."""
-    import matplotlib
+    from matplotlib import colormaps
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.manifold import TSNE
+    palette = colormaps["tab10"]
 
-    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 4.6), squeeze=False)
-    palette = plt.get_cmap("tab10")
-    for ax, run in zip(axes[0], runs, strict=True):
+    def draw(ax: object, run: Path) -> None:
         x, labels, domains = final_features(Predictor(run), ds, limit)
-        x = x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
-        emb = TSNE(n_components=2, perplexity=min(30.0, (len(x) - 1) / 3), init="pca",
-                   random_state=seed).fit_transform(x)
+        emb = _embed(x, seed)
         for j, dom in enumerate(sorted(set(domains.tolist()))):
             for lab, marker in ((1, "o"), (0, "x")):
                 sel = np.flatnonzero((domains == dom) & (labels == lab))
                 ax.scatter(emb[sel, 0], emb[sel, 1], s=10, color=palette(j % 10), marker=marker, alpha=0.7,
                            label=f"{dom} {'bona fide' if lab else 'attack'}")
-        ax.set_title(Path(run).name, fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    axes[0, -1].legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+
+    return _panels(runs, out, draw)
