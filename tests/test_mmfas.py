@@ -219,7 +219,7 @@ def test_every_shipped_config_validates_and_builds():
     from mfas.engine.config import load_config
 
     assert len([c for c in CONFIGS if "mmfas" in c.parts]) == 2 * 35 + 4 * 5
-    assert len([c for c in CONFIGS if "mmda" in c.parts]) == 2 * (4 + 4 + 2) + 4 * 2
+    assert len([c for c in CONFIGS if "mmda" in c.parts]) == 2 * (4 + 4 + 2) + (4 + 2) * 2
     for path in CONFIGS:
         cfg = load_config(path)
         over = dict(cfg.model.overrides)

@@ -7,6 +7,8 @@ configs/mmda/official/  the released code's recipe (compat: official, micro-batc
                         effective batch of 72, AdamW lr 5e-6, weight decay 5e-5, constant lr, 300 epochs)
 configs/mmda/fast/      our faster schedule (compat: clean, batch 72 in one step, 30 epochs, cosine)
 configs/sim/mmda/loo/   mmda-tiny on the SimFAS leave-one-domain-out protocols, both compat modes
+configs/sim/mmda/limited/  the same on the two SimFAS limited-source protocols (missing modalities: evaluate a
+                        loo run with `mfas evaluate RUN -p sim/missing/<protocol>`)
 """
 
 from __future__ import annotations
@@ -91,6 +93,9 @@ def main() -> None:
     for p in LIMITED:
         for kind, make in (("official", official), ("fast", fast)):
             write(ROOT / f"configs/mmda/{kind}/limited-{p}.yaml", make(f"limited/{p}", f"limited-{p}"), HEADER[kind])
+        for compat in ("clean", "official"):
+            write(ROOT / f"configs/sim/mmda/limited/{p}/{compat}.yaml", sim(f"sim/limited/{p}", f"limited-{p}", compat),
+                  HEADER["sim"])
     print("wrote", len(list((ROOT / "configs/mmda").rglob("*.yaml"))), "+",
           len(list((ROOT / "configs/sim/mmda").rglob("*.yaml"))), "configs")
 
