@@ -59,8 +59,13 @@ def test_mmdg_layout_missing_modality_columns_average_the_splits(tmp_path: Path)
     lines = mmdg_layout(results)
     assert lines[0].startswith("## MMDG layout, missing modalities")
     assert "no-depth HTER" in lines[2] and "rgb-only AUC" in lines[2]
+    assert "| method | splits | no-depth HTER |" in lines[2]
     r = row(lines, "mmda-tiny")
-    assert r[1] == "33.00 ± 2.58" and r[3] == "20.00 ± 0.00"  # no-depth HTER over the splits; no-ir
+    assert r[1] == "all 4"
+    assert r[2] == "33.00 ± 2.58" and r[4] == "20.00 ± 0.00"  # no-depth HTER over the splits; no-ir
+    # one split alone is named as such, never passed off as the four-split mean
+    part = row(mmdg_layout(results[:1]), "mmda-tiny")
+    assert part[1] == "CPS-W" and part[2] == "30.00"
 
 
 def test_method_label_names_non_default_options(tmp_path: Path):

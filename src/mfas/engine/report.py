@@ -224,14 +224,17 @@ def mmdg_layout(results: list[tuple[Path, dict]]) -> list[str]:
     """The MMDG benchmark's tables (as in the MMDA paper): one row per method (runs grouped by
     :func:`method_label`, seeds averaged as mean ± sd), per protocol HTER and AUC, and the average
     recomputed from the rows (mean over protocols of each seed-mean). Leave-one-out and limited-source runs
-    use their first test set; missing-modality columns average the four splits, as MMDG does."""
+    use their first test set; missing-modality columns average the splits present (MMDG averages all four), and
+    a ``splits`` column says which ones they were, so a partial set is never passed off as the benchmark's mean."""
     cells: dict = {}  # (family, method) -> {column: {metric: [values]}}
+    splits: dict = {}  # (family, method) -> the protocol splits seen
     for run, m in results:
         match = _MMDG.match(m["protocol"])
         if not match:
             continue
         family, split = match.groups()
         method = method_label(run)
+        splits.setdefault((family, method), set()).add(split)
         items = list(m["tests"].items())
         if family != "missing":
             items = items[:1]
@@ -246,8 +249,8 @@ def mmdg_layout(results: list[tuple[Path, dict]]) -> list[str]:
     if not cells:
         return []
     lines = []
-    titles = {"loo": "leave-one-out, complete modalities", "missing": "missing modalities at test (mean of the "
-              "four leave-one-out splits)", "limited": "limited sources"}
+    titles = {"loo": "leave-one-out, complete modalities", "missing": "missing modalities at test (mean over the "
+              "leave-one-out splits named in `splits`)", "limited": "limited sources"}
     for family in ("loo", "missing", "limited"):
         methods = [meth for fam, meth in cells if fam == family]
         if not methods:
@@ -258,9 +261,11 @@ def mmdg_layout(results: list[tuple[Path, dict]]) -> list[str]:
                            ("val_eer", "deployable: threshold from the sources' validation EER")):
             if not any(("hter", pol) in cells[(family, mt)].get(c, {}) for mt in methods for c in cols):
                 continue
+            extra = ["splits"] if family == "missing" else []
             lines += [f"## MMDG layout, {titles[family]} (HTER / AUC %, {block})", "",
-                      "| method | " + " | ".join(f"{c} HTER | {c} AUC" for c in cols) + " | Avg HTER | Avg AUC |",
-                      "|---|" + "---|" * (2 * len(cols) + 2)]
+                      "| " + " | ".join(["method", *extra, *(f"{c} {k}" for c in cols for k in ("HTER", "AUC")),
+                                         "Avg HTER", "Avg AUC"]) + " |",
+                      "|---|" + "---|" * (2 * len(cols) + 2 + len(extra))]
             for mt in methods:
                 row, h_means, a_means = [], [], []
                 for c in cols:
@@ -272,6 +277,9 @@ def mmdg_layout(results: list[tuple[Path, dict]]) -> list[str]:
                         a_means.append(float(np.mean(a)))
                 complete = len(h_means) == len(cols)
                 avg = [f"{100 * np.mean(h_means):.2f}", f"{100 * np.mean(a_means):.2f}"] if complete else ["—", "—"]
+                if extra:
+                    seen = splits[(family, mt)]
+                    row.insert(0, f"all {len(seen)}" if seen >= set(_MMDG_ORDER["loo"]) else ", ".join(sorted(seen)))
                 lines.append(f"| {mt} | " + " | ".join(row + avg) + " |")
             lines.append("")
     return lines
