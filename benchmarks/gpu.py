@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import _flatten, _flops, _mm_batch  # noqa: E402
+from run import _flatten, _flops, _mm_batch
 
 
 def _to(x: dict, device: torch.device) -> dict:
@@ -134,8 +134,8 @@ def bench_mmda(device: torch.device, steps: int, reps: int) -> dict:
             x1 = _to(_mm_batch(1), device)
             out["infer_b1"] = _infer(model, x1, reps)
 
-            def drop() -> None:
-                model._text_cache = None
+            def drop(m=model) -> None:
+                m._text_cache = None
 
             out["infer_b1_no_text_cache"] = _infer(model, x1, reps, before=drop)
             model._text_cache = None

@@ -147,7 +147,7 @@ def test_icl_alone_can_fit_a_fixed_batch():
     first = None
     for _ in range(40):
         icl = m.losses(b, m(b))["icl"]
-        first = float(icl) if first is None else first
+        first = float(icl.detach()) if first is None else first
         opt.zero_grad()
         icl.backward()
         opt.step()
