@@ -127,3 +127,88 @@ def preview_cmd(out: Path = typer.Argument(..., help="PNG file to write."),
 
     save_png(out, preview_grid(domain, size=size, seed=seed))
     console.print(f"wrote {out}")
+
+
+@app.command("prepare")
+@friendly_errors
+def prepare_cmd(
+        dataset: str = typer.Argument(..., help="Adapter: cefa, surf, wmca, padisi, hqwmca, lists or folder."),
+        root: Path = typer.Option(..., "--root", help="Folder of the dataset as it was downloaded."),
+        out: Path = typer.Option(..., "--out", help="Folder of the new store."),
+        lists: list[Path] = typer.Option([], "--list", help="lists / surf: a list file (repeatable); its split "
+                                                             "comes from its name unless --split is given."),
+        split: str = typer.Option("", help="cefa: mmfas (the shipped 6:1:13 subject split), train, val or test; "
+                                           "lists / surf: the split of every --list file."),
+        frames: str = typer.Option("", help="Frame policy: all, first, even:N or fixed:I,J,... "
+                                            "(default even:3, hqwmca even:10)."),
+        list_format: str = typer.Option("auto", "--format", help="lists: auto, mmdg or casia-fas."),
+        columns: str = typer.Option("rgb,ir,depth", help="surf lists: modality of each path column when the "
+                                                         "path does not name it."),
+        protocol_csv: Path | None = typer.Option(None, "--protocol-csv", help="wmca / hqwmca: the protocol CSV "
+                                                                            "(grandtest, LOO, grand_test ...)."),
+        rgb_source: str = typer.Option("rgb-station", help="wmca: rgb-station or cdit."),
+        partition: str = typer.Option("", help="padisi: partition CSV (default ..._3folds_part0.csv)."),
+        ground_truth: str = typer.Option("", "--ground-truth", help="padisi: ground-truth CSV; lists: a CSV "
+                                                                     "mapping P files to PAI codes."),
+        rgb_stream: str = typer.Option("color", help="hqwmca: RGB stream name."),
+        ir_stream: str = typer.Option("nir", help="hqwmca: infrared stream name."),
+        depth_backend: str = typer.Option("none", help="hqwmca: none or module:function (RGB -> depth)."),
+        csv_file: Path | None = typer.Option(None, "--csv", help="folder: a CSV of paths and labels instead of "
+                                                                 "a tree."),
+        modalities: str = typer.Option("rgb,depth,ir", help="folder: the modalities every sample must have."),
+        size: int = typer.Option(224, help="Stored image size (square); every image is resized to it."),
+        workers: int = typer.Option(0, help="Decoding processes (0 = one per core, at most 8)."),
+        strict: bool = typer.Option(False, help="Stop at the first bad input instead of skipping and "
+                                                "reporting it."),
+        overwrite: bool = typer.Option(False, help="Replace an existing store.")) -> None:
+    """Build a store from a real dataset (or your own captures): counts per split, label and PAI species,
+    and every skipped or broken input with its reason. See docs/datasets.md for each dataset."""
+    import os
+
+    from mfas.data.prepare import prepare
+
+    opts: dict = {}
+    frame_opt = {"frames": frames} if frames else {}
+    if dataset == "cefa":
+        opts = {"split": split or "mmfas", **frame_opt}
+    elif dataset == "surf":
+        opts = {"lists": lists, "columns": columns, "split": split or None, **frame_opt}
+    elif dataset == "wmca":
+        opts = {"protocol_csv": protocol_csv, "rgb_source": rgb_source, **frame_opt}
+    elif dataset == "padisi":
+        opts = {"partition": partition, "ground_truth": ground_truth}
+    elif dataset == "hqwmca":
+        if protocol_csv is None:
+            raise typer.BadParameter("hqwmca needs --protocol-csv", param_hint="--protocol-csv")
+        opts = {"protocol_csv": protocol_csv, "rgb_stream": rgb_stream, "ir_stream": ir_stream,
+                "depth_backend": depth_backend, **frame_opt}
+    elif dataset == "lists":
+        opts = {"lists": lists, "fmt": list_format, "split": split or None, "ground_truth": ground_truth or None,
+                **frame_opt}
+    elif dataset == "folder":
+        opts = {"csv_file": csv_file, "modalities": tuple(m.strip() for m in modalities.split(","))}
+    n_workers = workers or max(1, min(os.cpu_count() or 1, 8))
+    with progress_bar() as bar:
+        task = bar.add_task(f"prepare {dataset}", total=None)
+
+        def tick(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        report = prepare(dataset, root, out, size=size, workers=n_workers, strict=strict, overwrite=overwrite,
+                         progress=tick, **opts)
+    print_prepare(report)
+
+
+def print_prepare(report) -> None:
+    b = report.build
+    console.print(f"wrote {b.written:,} samples to [bold]{b.path}[/]")
+    for split, c in report.counts.items():
+        pai = {k.removeprefix("pai:"): v for k, v in c.items() if k.startswith("pai:")}
+        console.print(f"  {split}: {c['samples']:,} samples, {c.get('bonafide', 0):,} bona fide, "
+                      f"{c.get('attack', 0):,} attacks  ({', '.join(f'{k} {v:,}' for k, v in sorted(pai.items()))})")
+    if b.skipped:
+        console.print(f"[yellow]{b.n_skipped:,} input(s) skipped[/] (all listed in {b.path / 'skipped.csv'}):")
+        for reason, n in b.skip_reasons().most_common(10):
+            console.print(f"  {n:>7,}  {reason}")
+        for _sid, where, reason in b.skipped[:5]:
+            console.print(f"  e.g. {where}: {reason}")

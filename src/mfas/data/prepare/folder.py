@@ -1,0 +1,113 @@
+"""Custom data: a folder tree or a CSV, for practitioners who train on their own captures.
+
+Folder tree::
+
+    ROOT/<train|val|test>/<class>/<sample>/{rgb,depth,ir}.<png|jpg|...>
+
+``<class>`` is ``live`` / ``bonafide`` / ``real`` (bona fide), ``attack`` / ``spoof`` / ``fake`` (an attack
+of unknown species, stored as ``other``) or a PAI species name (``print``, ``replay``, ``mask_rigid``,
+...). ``color.*`` is accepted for ``rgb`` and ``nir.*`` for ``ir``.
+
+CSV (``--csv FILE``): columns ``rgb``, ``depth``, ``ir`` (paths; a modality you do not have can be left
+out or empty), ``label`` (1 / live / bonafide, or 0 / attack), and optionally ``pai``, ``split`` (default
+train), ``subject``, ``video``, ``frame``, ``sample_id``. Relative paths are relative to the CSV's
+folder, or to ``--root`` when given.
+
+Only the modalities in ``modalities`` are stored; a sample that lacks one of them is skipped with the
+reason, never stored with a hole.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from mfas.conventions import MODALITIES, PAI_SPECIES, SPLITS
+from mfas.data.images import IMAGE_SUFFIXES
+from mfas.data.prepare.core import Item, Skip
+from mfas.errors import ConfigError, DataError
+
+LIVE, ATTACK = ("live", "bonafide", "bona_fide", "real", "1"), ("attack", "spoof", "fake", "0")
+ALIASES = {"rgb": ("rgb", "color", "colour"), "depth": ("depth",), "ir": ("ir", "nir")}
+
+
+def class_of(name: str) -> tuple[int, str] | None:
+    n = name.strip().lower()
+    if n in LIVE:
+        return 1, "bonafide"
+    if n in ATTACK:
+        return 0, "other"
+    if n in PAI_SPECIES:
+        return int(n == "bonafide"), n
+    return None
+
+
+def _files(sample_dir: Path) -> dict[str, Path]:
+    out = {}
+    for p in sorted(sample_dir.iterdir()):
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            for m, names in ALIASES.items():
+                if p.stem.lower() in names and m not in out:
+                    out[m] = p
+    return out
+
+
+def plan(root: Path, csv_file: Path | None = None, modalities: Sequence[str] = MODALITIES,
+         dataset: str = "custom") -> Iterator[Item | Skip]:
+    """Items of a custom folder tree under ``root`` or of ``csv_file``."""
+    mods = tuple(m for m in MODALITIES if m in modalities)
+    if csv_file is not None:
+        yield from _plan_csv(Path(csv_file), root, mods, dataset)
+        return
+    root = Path(root)
+    splits = [s for s in SPLITS if (root / s).is_dir()]
+    if not splits:
+        raise ConfigError(f"{root}: expected train/, val/ or test/ folders (ROOT/<split>/<live|attack>/<sample>/)")
+    for split in splits:
+        for cls_dir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
+            cls = class_of(cls_dir.name)
+            if cls is None:
+                yield Skip(cls_dir.name, str(cls_dir), "class folder must be live, attack or a PAI species name")
+                continue
+            for sd in sorted(p for p in cls_dir.iterdir() if p.is_dir()):
+                sid = f"{split}/{cls_dir.name}/{sd.name}"
+                files = _files(sd)
+                lacking = [m for m in mods if m not in files]
+                if lacking:
+                    yield Skip(sid, str(sd), f"missing modality file: {', '.join(lacking)}")
+                    continue
+                yield Item(sample_id=sid, label=cls[0], pai=cls[1], dataset=dataset, domain=dataset, split=split,
+                           sources={m: files[m] for m in mods}, subject=sd.name, video=sid)
+
+
+def _plan_csv(path: Path, root: Path | None, mods: tuple[str, ...], dataset: str) -> Iterator[Item | Skip]:
+    if not path.is_file():
+        raise DataError(path, "CSV does not exist")
+    rows = list(csv.DictReader(path.read_text(encoding="utf-8-sig").splitlines()))
+    if not rows or "label" not in rows[0] or not set(mods) & set(rows[0]):
+        raise DataError(path, f"expected a header with label and at least one of {', '.join(mods)}")
+    base = Path(root) if root else path.parent
+    for k, r in enumerate(rows, 2):
+        where = f"{path}:{k}"
+        sid = (r.get("sample_id") or "").strip() or f"row{k - 1:06d}"
+        cls = class_of(r["label"])
+        if cls is None:
+            yield Skip(sid, where, f"label must be 1/live/bonafide or 0/attack, got {r['label']!r}")
+            continue
+        label, pai = cls
+        if r.get("pai", "").strip():
+            pai = r["pai"].strip()
+        split = (r.get("split") or "train").strip()
+        lacking = [m for m in mods if not (r.get(m) or "").strip()]
+        if lacking:
+            yield Skip(sid, where, f"missing modality file: no {', '.join(lacking)} path")
+            continue
+        try:
+            frame = int(r.get("frame") or 0)
+        except ValueError:
+            yield Skip(sid, where, f"frame must be an integer, got {r.get('frame')!r}")
+            continue
+        yield Item(sample_id=sid, label=label, pai=pai, dataset=dataset, domain=dataset, split=split,
+                   sources={m: base / r[m].strip() for m in mods}, subject=(r.get("subject") or "").strip(),
+                   video=(r.get("video") or "").strip() or sid, frame=frame)

@@ -1,0 +1,166 @@
+"""WMCA (Idiap): the preprocessed face-station HDF5 files and the grandtest / leave-one-attack-out CSVs.
+
+Raw layout (as Idiap ships it)::
+
+    ROOT/preprocessed-face-station_RGB/<date>/<video>.hdf5    colour, 3 x H x W per frame
+    ROOT/preprocessed-face-station_CDIT/<date>/<video>.hdf5   grey/colour, depth, IR, thermal (4 x H x W)
+
+Each file holds one group per frame, ``Frame_<n>``, with the pixels in its ``array`` dataset.
+Protocol CSVs (``PROTOCOL-grandtest.csv``, ``PROTOCOL-LOO_<attack>.csv``, or CASIA-FAS's
+``WMCA_Grandtest.txt``) have the columns ``client_id, filepath, group, label`` with ``filepath`` like
+``face-station/17.01.18/002_01_003_2_81`` and groups train/dev/eval (-> train/val/test).
+
+Video names are ``<client>_<session>_<presenter>_<type>_<pai>``; the PAI species comes from the last two
+fields. The table below is read off the seven leave-one-attack-out lists (every ``type_pai`` code falls
+in exactly one of them): fake head, flexible mask, glasses, paper mask, print, replay, rigid mask.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from mfas.data.prepare.core import FramePolicy, Item, Skip, loader, to_uint8
+from mfas.errors import ConfigError, DataError
+
+DATASET, DOMAIN = "WMCA", "W"
+GROUPS = {"train": "train", "dev": "val", "devel": "val", "validation": "val", "eval": "test", "test": "test"}
+#: (type, pai) code ranges -> (WMCA attack category, mfas PAI species)
+_CODES: list[tuple[str, list[int], str, str]] = [
+    ("1", [1, 4, 5, 6, 7, 15, 16], "glasses", "partial"),
+    ("1", [2, 13, 14], "rigid mask", "mask_rigid"),
+    ("2", list(range(1, 8)), "fake head", "other"),
+    ("2", list(range(8, 12)), "paper mask", "mask_paper"),
+    ("2", list(range(12, 18)), "rigid mask", "mask_rigid"),
+    ("2", [18, *range(75, 100)], "flexible mask", "mask_flexible"),
+    ("3", [1, 2, 3, 4, 6, 7, 8, 9, 11, 12, 13, 14], "print", "print"),
+    ("3", [5, 10, 15], "replay", "replay"),
+    ("4", list(range(1, 19)), "replay", "replay"),
+]
+CODES = {(t, f"{p:02d}"): (cat, sp) for t, ps, cat, sp in _CODES for p in ps}
+
+
+def decode(video: str) -> dict | None:
+    """``002_01_003_2_81`` -> ``{"subject", "pai", "category"}``; None for an unknown code."""
+    f = Path(video).name.split("_")
+    if len(f) != 5 or not all(x.isdigit() for x in f):
+        return None
+    if f[3] == "0":
+        return {"subject": f"W/{f[0]}", "pai": "bonafide", "category": "bona fide"}
+    hit = CODES.get((f[3], f[4]))
+    if hit is None:
+        return None
+    return {"subject": f"W/{f[0]}", "pai": hit[1], "category": hit[0]}
+
+
+def frame_keys(path: Path) -> dict[int, str]:
+    """``{frame number: HDF5 key}`` of a face-station file (``Frame_<n>`` groups)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return {int(k.split("_", 1)[1]): k for k in f if k.startswith("Frame_") and k.split("_", 1)[1].isdigit()}
+
+
+@loader("h5frame")
+def load_frame(path: str | Path, key: str, channels: tuple[int, ...]) -> np.ndarray:
+    """Channels of one frame's ``array`` as uint8 H x W (one channel) or H x W x 3 (three)."""
+    import h5py
+
+    where = f"{path}[{key}]"
+    with h5py.File(path, "r") as f:
+        if key not in f:
+            raise DataError(where, "frame not in file")
+        node = f[key]
+        a = np.asarray(node["array"] if isinstance(node, h5py.Group) else node)
+    if a.ndim == 2:
+        a = a[None]
+    if a.ndim != 3:
+        raise DataError(where, f"expected a C x H x W frame, got shape {a.shape}")
+    if a.shape[0] > 8 and a.shape[2] <= 8:  # stored H x W x C
+        a = a.transpose(2, 0, 1)
+    if max(channels) >= a.shape[0]:
+        raise DataError(where, f"needs channel {max(channels)}, the frame has {a.shape[0]}")
+    a = a[list(channels)]
+    if a.dtype == np.uint16:  # raw sensor depth/IR: stretch each frame to 8 bits
+        lo, hi = float(a.min()), float(a.max())
+        a = (a.astype(np.float64) - lo) / max(hi - lo, 1.0)
+    img = to_uint8(a, where)
+    return img[0] if img.shape[0] == 1 else np.ascontiguousarray(img.transpose(1, 2, 0))
+
+
+def read_protocol(path: Path) -> list[dict]:
+    """Rows of a WMCA protocol CSV with ``filepath``, ``group`` and ``label`` (bonafide/attack)."""
+    if not path.is_file():
+        raise DataError(path, "protocol CSV does not exist")
+    rows = list(csv.DictReader(path.read_text(encoding="utf-8-sig").splitlines()))
+    need = {"filepath", "group", "label"}
+    if not rows or need - set(rows[0]):
+        raise DataError(path, f"expected the columns {', '.join(sorted(need))} (client_id optional)")
+    return rows
+
+
+def default_protocol(root: Path) -> Path:
+    for name in ("PROTOCOL-grandtest.csv", "WMCA_Grandtest.txt", "protocols/PROTOCOL-grandtest.csv"):
+        if (root / name).is_file():
+            return root / name
+    raise ConfigError(f"{root}: no PROTOCOL-grandtest.csv; pass --protocol-csv (grandtest or LOO CSV)")
+
+
+def plan(root: Path, protocol_csv: Path | None = None, frames: str = "even:3",
+         rgb_source: str = "rgb-station") -> Iterator[Item | Skip]:
+    """Items for every video of the protocol CSV.
+
+    ``rgb_source``: ``rgb-station`` (the RGB camera's file, the default) or ``cdit`` (the CDIT station's
+    first channel repeated to three, for users without the RGB tree).
+    """
+    root = Path(root)
+    if rgb_source not in ("rgb-station", "cdit"):
+        raise ConfigError(f"rgb_source must be rgb-station or cdit, got {rgb_source!r}")
+    policy = FramePolicy.parse(frames)
+    rows = read_protocol(protocol_csv or default_protocol(root))
+    for k, r in enumerate(rows, 2):
+        fp = r["filepath"].strip()
+        where = f"{protocol_csv or 'protocol'}:{k}"
+        rel = Path(*Path(fp).parts[1:]) if Path(fp).parts[0] == "face-station" else Path(fp)
+        video = f"W/{rel.name}"
+        meta = decode(rel.name)
+        group = GROUPS.get(r["group"].strip().lower())
+        label = r["label"].strip().lower()
+        if meta is None:
+            yield Skip(video, where, f"unknown WMCA attack code in {rel.name!r}")
+            continue
+        if group is None:
+            yield Skip(video, where, f"unknown group {r['group']!r} (expected train, dev or eval)")
+            continue
+        if (label == "bonafide") != (meta["pai"] == "bonafide"):
+            yield Skip(video, where, f"label {label!r} contradicts the video code {rel.name}")
+            continue
+        cdit = root / "preprocessed-face-station_CDIT" / rel.with_suffix(".hdf5")
+        rgbf = root / "preprocessed-face-station_RGB" / rel.with_suffix(".hdf5")
+        files = {"cdit": cdit} if rgb_source == "cdit" else {"cdit": cdit, "rgb": rgbf}
+        missing = [str(p) for p in files.values() if not p.is_file()]
+        if missing:
+            yield Skip(video, missing[0], "missing modality file (HDF5 not found)")
+            continue
+        try:
+            keys = {n: frame_keys(p) for n, p in files.items()}
+        except OSError as e:
+            yield Skip(video, str(cdit), f"cannot read HDF5: {e}")
+            continue
+        common = set.intersection(*(set(v) for v in keys.values()))
+        for n in sorted(set().union(*(set(v) for v in keys.values())) - common):
+            yield Skip(f"{video}#{n}", str(cdit), f"frame {n} missing in one station (mismatched frame indices)")
+        chosen, absent = policy.select(sorted(common))
+        for n in absent:
+            yield Skip(f"{video}#{n}", str(cdit), f"frame {n} requested by the frame policy is not in the video")
+        for n in chosen:
+            src = {"depth": ("h5frame", str(cdit), keys["cdit"][n], (1,)),
+                   "ir": ("h5frame", str(cdit), keys["cdit"][n], (2,)),
+                   "rgb": ("h5frame", str(rgbf), keys["rgb"][n], (0, 1, 2)) if rgb_source == "rgb-station"
+                   else ("h5frame", str(cdit), keys["cdit"][n], (0, 0, 0))}
+            yield Item(sample_id=f"{video}/{n}", label=int(meta["pai"] == "bonafide"), pai=meta["pai"],
+                       dataset=DATASET, domain=DOMAIN, split=group, sources=src, subject=meta["subject"],
+                       video=video, frame=n)

@@ -1,0 +1,404 @@
+"""Dataset adapters against fixture trees that mirror the real layouts, and the real published lists."""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from mfas.cli.main import app
+from mfas.data import open_store
+from mfas.data.prepare import FramePolicy, cefa, padisi, prepare, wmca
+from mfas.data.prepare.listfiles import read_lines, split_from_name
+from mfas.errors import ConfigError, DataError
+
+SHARED = Path(os.environ.get("MFAS_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+LISTS = SHARED / "data" / "lists"
+needs_lists = pytest.mark.skipif(not LISTS.is_dir(), reason=f"../shared lists not found at {LISTS}")
+
+
+def jpg(path: Path, value: int, grey: bool = False, border: int = 0, size: tuple[int, int] = (40, 32)) -> None:
+    """A small image of one brightness, optionally inside a black frame of ``border`` pixels."""
+    h, w = size
+    img = np.full((h, w) if grey else (h, w, 3), value, np.uint8)
+    if border:
+        img[:border] = 0
+        img[-border:] = 0
+        img[:, :border] = 0
+        img[:, -border:] = 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), img)
+
+
+def store_rows(path: Path) -> list[dict]:
+    with open(path / "manifest.csv", newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+# ---------------------------------------------------------------------------------- the real lists
+
+MMDG_ROWS = {"C": (4800, 2401, 6739), "P": (1090, 272, 667), "S": (6297, 2100, 12564), "W": (1695, 1671, 1671)}
+MMDG_LIVE = {"C": (1200, 601, 1200), "P": (597, 145, 363), "S": (900, 300, 1800), "W": (372, 324, 345)}
+
+
+@needs_lists
+@pytest.mark.parametrize("letter", list(MMDG_ROWS))
+def test_mmdg_lists_row_and_label_counts(letter: str):
+    for k, split in enumerate(("train", "val", "test")):
+        path = LISTS / "mmdg" / f"{letter}-{split}.txt"
+        rows = [f for _, f in read_lines(path)]
+        assert split_from_name(path) == split
+        assert len(rows) == MMDG_ROWS[letter][k]
+        assert sum(f[-1] == "1" for f in rows) == MMDG_LIVE[letter][k]  # 1 = bona fide in MMDG lists
+        assert all(len(f) == (2 if letter == "P" else 4) and f[-1] in ("0", "1") for f in rows)
+        if letter != "P":  # every C/S/W line decodes to a known dataset and PAI, consistent with its label
+            from mfas.data.prepare.lists import dataset_of, describe
+
+            assert {dataset_of(f[0]) for f in rows} == {letter}
+            bad = [f for f in rows if not isinstance(describe(letter, f[0], f[-1] == "1"), dict)]
+            assert not bad
+
+
+@needs_lists
+def test_casia_fas_and_padisi_lists_parse_with_their_own_conventions():
+    for lf in sorted((LISTS / "casia-fas").rglob("*_video_*.txt")):
+        rows = [f for _, f in read_lines(lf)]
+        assert rows and all(f[-1] in ("0", "1") for f in rows), lf  # 0 = bona fide there
+    p1 = [f for _, f in read_lines(LISTS / "casia-fas/CASIA_CeFA/protocol/CASIA_CeFA@p1.1_video_train.txt")]
+    assert len(p1) == 800  # readme: p1.1 train 800 videos
+    grand = wmca.read_protocol(LISTS / "casia-fas/IDIAP_WMCA/WMCA_Grandtest.txt")
+    assert {wmca.decode(Path(r["filepath"]).name) is not None for r in grand} == {True}  # every code known
+    assert {(wmca.decode(Path(r["filepath"]).name)["pai"] == "bonafide") == (r["label"] == "bonafide")
+            for r in grand} == {True}
+    gt = {r["trial_id"]: r for r in csv.DictReader(open(LISTS / "padisi/padisi_USC_FACE_ground_truth.csv"))}
+    assert all(padisi.pai_of(r["ground_truth"]) for r in gt.values())
+    part = list(csv.DictReader(open(LISTS / "padisi/padisi_USC_FACE_dataset_partition_3folds_part0.csv")))
+    c = Counter((r["partition_name"], gt[r["trial_id"]]["ground_truth"] == "m00000") for r in part)
+    assert (c["train", True], c["train", False], c["valid", True], c["test", False]) == (597, 493, 145, 304)
+
+
+def test_wmca_codes_cover_each_attack_category_once():
+    cats = Counter(v[0] for v in wmca.CODES.values())
+    assert set(cats) == {"glasses", "rigid mask", "fake head", "paper mask", "flexible mask", "print", "replay"}
+    assert wmca.decode("002_01_000_0_00")["pai"] == "bonafide"
+    assert wmca.decode("002_01_003_2_81")["pai"] == "mask_flexible"
+    assert wmca.decode("002_01_003_9_99") is None
+
+
+# -------------------------------------------------------------------------------- frame policies
+
+def test_frame_policies():
+    fr = list(range(0, 100, 5))
+    assert FramePolicy.parse("even:3").select(fr) == ([0, 50, 95], [])
+    assert FramePolicy.parse("even:50").select(fr)[0] == fr
+    assert FramePolicy.parse("first").select(fr) == ([0], [])
+    assert FramePolicy.parse("fixed:5,7").select(fr) == ([5], [7])
+    assert FramePolicy.parse("all").select(fr)[0] == fr
+    for bad in ("even:0", "some", "fixed:"):
+        with pytest.raises(ConfigError, match="frame policy"):
+            FramePolicy.parse(bad)
+
+
+# ----------------------------------------------------------------------------------------- CeFA
+
+def cefa_tree(root: Path) -> None:
+    """Real relative paths (MMDG C lists): two AF subjects, one CA subject, a 3D mask; black borders."""
+    vids = {"CeFA-Race/AF/AF-000/1_000_1_1_1": 200, "CeFA-Race/AF/AF-000/1_000_3_1_2": 120,
+            "CeFA-Race/AF/AF-006/1_006_3_1_4": 90, "CeFA-Race/CA/CA-207/2_207_1_1_1": 210,
+            "CeFA-Mask/3D-Mask/001/1_001_0_0_2_1_3": 150}
+    for v, val in vids.items():
+        for m, grey in (("profile", False), ("depth", True), ("ir", True)):
+            for n in (26, 51, 76):
+                if v.endswith("1_006_3_1_4") and m == "ir" and n == 76:
+                    continue  # a frame missing in one modality
+                jpg(root / "CeFA" / v / m / f"{n:04d}.jpg", val, grey, border=6)
+
+
+def test_cefa_adapter_counts_labels_pai_subjects_split_and_border_crop(tmp_path: Path):
+    cefa_tree(tmp_path / "raw")
+    rep = prepare("cefa", tmp_path / "raw", tmp_path / "store", size=16, frames="all")
+    rows = store_rows(tmp_path / "store")
+    assert rep.build.written == len(rows) == 14
+    pai = Counter((r["video"].split("/")[2], r["pai"]) for r in rows)
+    assert pai[("1_000_1_1_1", "bonafide")] == 3 and pai[("1_000_3_1_2", "print")] == 3
+    assert pai[("1_006_3_1_4", "replay")] == 2 and pai[("1_001_0_0_2_1_3", "mask_rigid")] == 3
+    split = {r["subject"]: r["split"] for r in rows}  # subject n: n mod 20 < 6 train, 6 val, else test
+    assert split == {"AF-000": "train", "AF-006": "val", "CA-207": "test", "3D-Mask-001": "train"}
+    assert [s for s in rep.skipped if "frame 76 missing in ir" in s[2]]
+    st = open_store(tmp_path / "store")
+    rgb = np.asarray(st.arrays["rgb"])
+    assert rgb.min() > 60  # the black frame was cut away before resizing
+    assert st.present().all()
+
+
+def test_cefa_mmfas_split_list_is_6_1_13_by_subject():
+    table = cefa.mmfas_split()
+    for race in ("AF", "CA", "EA"):
+        c = Counter(v for (g, _), v in table.items() if g == race)
+        assert (c["train"], c["val"], c["test"]) == (150, 25, 325)
+    assert len(table) == len(set(table))  # one split per subject
+
+
+def test_decoding_is_the_same_in_one_or_two_worker_processes(tmp_path: Path):
+    cefa_tree(tmp_path / "raw")
+    prepare("cefa", tmp_path / "raw", tmp_path / "a", size=16, workers=1)
+    prepare("cefa", tmp_path / "raw", tmp_path / "b", size=16, workers=2)
+    a, b = open_store(tmp_path / "a"), open_store(tmp_path / "b")
+    assert (tmp_path / "a/manifest.csv").read_text() == (tmp_path / "b/manifest.csv").read_text()
+    for m in ("rgb", "depth", "ir"):
+        assert np.array_equal(a.arrays[m], b.arrays[m])
+
+
+def test_strict_mode_and_bad_options_name_the_problem(tmp_path: Path):
+    cefa_tree(tmp_path / "raw")
+    with pytest.raises(DataError, match="frame 76 missing in ir"):
+        prepare("cefa", tmp_path / "raw", tmp_path / "s", size=16, strict=True, frames="all")
+    assert not (tmp_path / "s").exists()
+    with pytest.raises(ConfigError, match="did you mean 'frames'"):
+        prepare("cefa", tmp_path / "raw", tmp_path / "s", frame="all")
+    with pytest.raises(ConfigError, match="unknown dataset adapter"):
+        prepare("oulu", tmp_path / "raw", tmp_path / "s")
+
+
+def test_corrupt_image_is_skipped_with_its_path(tmp_path: Path):
+    cefa_tree(tmp_path / "raw")
+    bad = tmp_path / "raw/CeFA/CeFA-Race/AF/AF-000/1_000_1_1_1/depth/0051.jpg"
+    bad.write_bytes(b"\xff\xd8 not a jpeg")
+    rep = prepare("cefa", tmp_path / "raw", tmp_path / "store", size=16, frames="all")
+    hit = [s for s in rep.skipped if s[1].endswith("depth/0051.jpg")]
+    assert hit and "cannot decode" in hit[0][2]
+    assert "skipped.csv" in os.listdir(tmp_path / "store")
+
+
+# ---------------------------------------------------------------------------------- MMDG lists
+
+def test_lists_adapter_on_mmdg_lines_with_crlf_and_a_line_in_two_splits(tmp_path: Path):
+    raw = tmp_path / "raw"
+    c = "CeFA/CeFA-Race/AF/AF-300/1_300_1_1_1/{m}/0026.jpg"
+    s = "CASIA-SURF-CROP/fake_part/fake_test_part/CLKJ_AS0002/01_e_s.rssdk/{m}/141.jpg"
+    w = "WMCA-Image/R_CDIT/002_01_003_2_81/{m}/0012.jpg"
+    s2 = s.replace("141.jpg", "191.jpg")
+    for tpl in (c, s, s2, w):
+        for m in ("profile", "color", "depth", "ir"):
+            jpg(raw / tpl.format(m=m), 120, m in ("depth", "ir"))
+    line = lambda t, lab: " ".join(t.format(m=m) for m in ("color" if "CeFA" not in t else "profile",  # noqa: E731
+                                                             "depth", "ir")) + f" {lab}"
+    (tmp_path / "C-val.txt").write_bytes(line(c, 1).encode())  # no final newline
+    (tmp_path / "C-test.txt").write_bytes((line(c, 1) + "\r\n" + line(c, 1)).encode())  # CRLF + repeat
+    (tmp_path / "S-test.txt").write_bytes((line(s, 0) + "\r\n" + line(s2, 1)).encode())  # 2nd contradicts
+    (tmp_path / "W-test.txt").write_bytes(line(w, 0).encode())
+    rep = prepare("lists", raw, tmp_path / "store", size=16,
+                  lists=[tmp_path / f for f in ("C-val.txt", "C-test.txt", "S-test.txt", "W-test.txt")])
+    rows = store_rows(tmp_path / "store")
+    got = sorted((r["split"], r["domain"], r["pai"]) for r in rows)
+    assert got == [("test", "C", "bonafide"), ("test", "S", "cut"), ("test", "W", "mask_flexible"),
+                   ("val", "C", "bonafide")]
+    reasons = [r for _, _, r in rep.skipped]
+    assert "duplicate line in the same split" in reasons
+    assert any("label says bona fide" in r for r in reasons)
+    meta = open_store(tmp_path / "store").meta
+    assert meta["provenance"]["in_several_splits_count"] == 1  # the CeFA frame in val and test
+
+
+def test_lists_adapter_reads_padisi_npz_lines_without_unpickling(tmp_path: Path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    rng = np.random.default_rng(0)
+    np.savez(raw / "zaaa0001.npz", data=rng.random((1, 5, 20, 24)).astype(np.float32))
+    np.savez(raw / "zaaa0002.npz", data=rng.random((5, 20, 24)))
+    np.savez(raw / "zaaa0003.npz", data=np.array([{"a": 1}], dtype=object))  # needs pickle: refused
+    (raw / "zaaa0004.npz").write_bytes(b"PK\x03\x04 truncated")
+    (tmp_path / "P-train.txt").write_text("zaaa0001.npz\t1\nzaaa0002.npz\t0\nzaaa0003.npz\t0\nzaaa0004.npz\t0\n")
+    gt = tmp_path / "gt.csv"
+    gt.write_text("file,ground_truth\nzaaa0002.npz,m50201\n")
+    rep = prepare("lists", raw, tmp_path / "store", size=16, lists=[tmp_path / "P-train.txt"], ground_truth=gt)
+    rows = store_rows(tmp_path / "store")
+    assert [(r["sample_id"], r["pai"]) for r in rows] == [("train/P/zaaa0001", "bonafide"),
+                                                          ("train/P/zaaa0002", "print")]
+    reasons = {Path(w).name: r for _, w, r in rep.skipped}
+    assert "without unpickling" in reasons["zaaa0003.npz"] and "corrupt" in reasons["zaaa0004.npz"]
+    st = open_store(tmp_path / "store")
+    assert st.arrays["rgb"].shape[1:] == (16, 16, 3) and st.present().all()
+
+
+@needs_lists
+def test_lists_adapter_on_a_casia_fas_video_list(tmp_path: Path):
+    src = LISTS / "casia-fas/CASIA_CeFA/protocol/CASIA_CeFA@p1.1_video_train.txt"
+    lines = [f for _, f in read_lines(src)][:4]
+    for folder, _ in lines:
+        for m in ("color", "depth", "ir"):
+            for n in (1, 2, 3, 4, 5):
+                jpg(tmp_path / "raw" / Path(folder).parent / m / f"{n:04d}.jpg", 90, m != "color")
+    lf = tmp_path / "CASIA_CeFA@p1.1_video_train.txt"
+    lf.write_text("\n".join(" ".join(f) for f in lines))
+    prepare("lists", tmp_path / "raw", tmp_path / "store", size=16, lists=[lf], frames="even:2")
+    rows = store_rows(tmp_path / "store")
+    assert len(rows) == 8 and {r["frame"] for r in rows} == {"1", "5"}
+    live = {f[0].split("/")[-2] for f in lines if f[1] == "0"}  # 0 = bona fide in CASIA-FAS lists
+    assert {r["video"].split("/")[-1] for r in rows if r["label"] == "1"} == live
+
+
+# ----------------------------------------------------------------------------------------- SURF
+
+def test_surf_adapter_release_layout_and_challenge_lists(tmp_path: Path):
+    raw = tmp_path / "raw/CASIA-SURF-CROP"
+    for v in ("real_part/real_train_part/CLKJ_AS0005/real.rssdk", "fake_part/fake_val_part/CLKJ_AS0005/04_en_b.rssdk"):
+        for m in ("color", "depth", "ir"):
+            for n in (31, 51):
+                jpg(raw / v / m / f"{n}.jpg", 100, m != "color")
+    prepare("surf", tmp_path / "raw", tmp_path / "a", size=16)
+    rows = store_rows(tmp_path / "a")
+    assert sorted((r["split"], r["pai"], r["subject"]) for r in rows) == [
+        ("train", "bonafide", "S/CLKJ_AS0005")] * 2 + [("val", "cut", "S/CLKJ_AS0005")] * 2
+    # challenge naming: the columns are colour, IR, depth; images told apart by brightness
+    ch = tmp_path / "ch"
+    for k, val in ((0, 10), (1, 200), (2, 90)):
+        jpg(ch / "Val/0000" / f"00000{k}.jpg", val, k > 0)
+    (tmp_path / "val_private_list.txt").write_text("Val/0000/000000.jpg Val/0000/000001.jpg Val/0000/000002.jpg 1\n")
+    prepare("surf", ch, tmp_path / "b", size=16, lists=[tmp_path / "val_private_list.txt"])
+    st = open_store(tmp_path / "b")
+    assert st.row(0)["split"] == "val" and st.row(0)["pai"] == "bonafide"
+    assert abs(int(st.arrays["ir"][0].mean()) - 200) < 3 and abs(int(st.arrays["depth"][0].mean()) - 90) < 3
+
+
+# ----------------------------------------------------------------------------------------- WMCA
+
+def h5_video(path: Path, frames: list[int], channels: int, value: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        for n in frames:
+            a = np.zeros((channels, 24, 20), np.uint8)
+            for c in range(channels):
+                a[c] = value + 10 * c
+            f.create_group(f"Frame_{n}").create_dataset("array", data=a)
+
+
+@needs_lists
+def test_wmca_adapter_on_hdf5_fixtures_with_real_protocol_rows(tmp_path: Path):
+    grand = wmca.read_protocol(LISTS / "casia-fas/IDIAP_WMCA/WMCA_Grandtest.txt")
+    want = {}
+    for r in grand:  # one video per (group, species)
+        key = (r["group"], wmca.decode(Path(r["filepath"]).name)["pai"])
+        want.setdefault(key, r)
+    rows = list(want.values())
+    raw = tmp_path / "raw"
+    for k, r in enumerate(rows):
+        rel = Path(*Path(r["filepath"]).parts[1:]).with_suffix(".hdf5")
+        frames = [0, 1, 2, 3] if k else [0, 1, 2]
+        h5_video(raw / "preprocessed-face-station_CDIT" / rel, frames, 4, 50)
+        h5_video(raw / "preprocessed-face-station_RGB" / rel, [0, 1, 2, 3], 3, 100)
+    csv_path = tmp_path / "PROTOCOL-grandtest.csv"
+    with open(csv_path, "w", newline="") as f:
+        wr = csv.DictWriter(f, fieldnames=["", "client_id", "filepath", "group", "label"])
+        wr.writeheader()
+        wr.writerows(rows)
+    (raw / "preprocessed-face-station_CDIT" / Path(*Path(rows[1]["filepath"]).parts[1:]).with_suffix(".hdf5")
+     ).unlink()
+    rep = prepare("wmca", raw, tmp_path / "store", size=16, protocol_csv=csv_path, frames="all")
+    out = store_rows(tmp_path / "store")
+    groups = {"train": "train", "dev": "val", "eval": "test"}
+    expected = {(groups[g], p) for (g, p) in want} - {(groups[rows[1]["group"]],
+                                                       wmca.decode(Path(rows[1]["filepath"]).name)["pai"])}
+    assert {(r["split"], r["pai"]) for r in out} >= expected
+    reasons = [r for _, _, r in rep.skipped]
+    assert "missing modality file (HDF5 not found)" in reasons
+    assert any("frame 3 missing in one station" in r for r in reasons)
+    st = open_store(tmp_path / "store")
+    assert int(st.arrays["depth"][0].mean()) == 60 and int(st.arrays["ir"][0].mean()) == 70  # CDIT ch 1, 2
+    assert np.allclose(st.arrays["rgb"][0].mean(axis=(0, 1)), [100, 110, 120], atol=1)
+
+
+# --------------------------------------------------------------------------------------- PADISI
+
+@needs_lists
+def test_padisi_adapter_with_real_ground_truth_and_partition(tmp_path: Path):
+    gt = list(csv.DictReader(open(LISTS / "padisi/padisi_USC_FACE_ground_truth.csv")))
+    pick = {}
+    for r in gt:
+        pick.setdefault(padisi.pai_of(r["ground_truth"]), r)
+    raw = tmp_path / "raw"
+    (raw / "meta").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for r in pick.values():
+        np.savez(raw / f"{r['trial_id']}.npz", data=rng.random((1, 5, 12, 12)))
+    for name in ("padisi_USC_FACE_ground_truth.csv", "padisi_USC_FACE_dataset_partition_3folds_part0.csv"):
+        (raw / "meta" / name).write_bytes((LISTS / "padisi" / name).read_bytes())
+    rep = prepare("padisi", raw, tmp_path / "store", size=8)
+    rows = store_rows(tmp_path / "store")
+    assert {r["pai"] for r in rows} == set(pick)  # every species PADISI has
+    assert all(r["split"] in ("train", "val", "test") and r["subject"].startswith("P/") for r in rows)
+    assert rep.build.n_skipped == 2029 - len(pick)  # the trials whose files are absent, each reported
+    assert {r for _, _, r in rep.skipped} == {"missing sample file (no npz for this trial)"}
+
+
+# -------------------------------------------------------------------------------------- HQ-WMCA
+
+def fake_depth(rgb: np.ndarray) -> np.ndarray:
+    """A stand-in reconstruction backend for the tests: a ramp the size of the RGB frame."""
+    return np.tile(np.linspace(0, 1, rgb.shape[1]), (rgb.shape[0], 1))
+
+
+def test_hqwmca_depth_is_reconstructed_for_3d_and_removed_for_flat_attacks(tmp_path: Path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    rows = [("v_live", "train", "bonafide", ""), ("v_print", "train", "attack", "print"),
+            ("v_mask", "eval", "attack", "rigid mask"), ("v_replay", "dev", "attack", "replay")]
+    for name, *_ in rows:
+        with h5py.File(raw / f"{name}.h5", "w") as f:
+            f["color"] = np.full((12, 3, 20, 20), 120, np.uint8)
+            f["nir"] = np.full((12, 20, 20), 700, np.uint16)
+    proto = tmp_path / "grand_test.csv"
+    proto.write_text("filepath,group,label,pai\n" + "\n".join(",".join(r) for r in rows) + "\n")
+    none = prepare("hqwmca", raw, tmp_path / "a", size=16, protocol_csv=proto, frames="even:2")
+    a = open_store(tmp_path / "a")
+    assert none.build.written == 8 and not a.present(("depth",)).any()
+    assert "absent for every sample" in a.meta["provenance"]["depth"]
+    prepare("hqwmca", raw, tmp_path / "b", size=16, protocol_csv=proto, frames="even:2",
+            depth_backend="test_prepare:fake_depth")
+    b = open_store(tmp_path / "b")
+    has = {r["pai"]: r["has_depth"] for r in store_rows(tmp_path / "b")}
+    assert has == {"bonafide": "1", "print": "0", "mask_rigid": "1", "replay": "0"}
+    assert {r["split"] for r in store_rows(tmp_path / "b")} == {"train", "val", "test"}
+    d = b.arrays["depth"][b.present(("depth",))[:, 0]][0]
+    assert d[:, 0].mean() < d[:, -1].mean()  # the backend's ramp, resized
+    with pytest.raises(ConfigError, match="module:function"):
+        prepare("hqwmca", raw, tmp_path / "c", protocol_csv=proto, depth_backend="nocolon")
+
+
+# ---------------------------------------------------------------------------------------- folder
+
+def test_folder_adapter_tree_csv_and_cli(tmp_path: Path):
+    raw = tmp_path / "raw"
+    for split, cls, sample, mods in (("train", "live", "a", "rgb depth ir"), ("train", "print", "b", "rgb depth ir"),
+                                     ("test", "attack", "c", "color depth nir"), ("test", "live", "d", "rgb depth"),
+                                     ("val", "banana", "e", "rgb depth ir")):
+        for m in mods.split():
+            jpg(raw / split / cls / sample / f"{m}.png", 80, m not in ("rgb", "color"))
+    rep = prepare("folder", raw, tmp_path / "store", size=16)
+    rows = store_rows(tmp_path / "store")
+    assert sorted((r["split"], r["label"], r["pai"]) for r in rows) == [
+        ("test", "0", "other"), ("train", "0", "print"), ("train", "1", "bonafide")]
+    reasons = [r for _, _, r in rep.skipped]
+    assert "missing modality file: ir" in reasons and any("class folder" in r for r in reasons)
+    table = tmp_path / "mine.csv"
+    table.write_text("rgb,depth,label,split\ntrain/live/a/rgb.png,train/live/a/depth.png,live,train\n"
+                     "test/live/d/rgb.png,test/live/d/depth.png,0,test\n")
+    res = CliRunner().invoke(app, ["data", "prepare", "folder", "--root", str(raw), "--out", str(tmp_path / "c"),
+                                   "--csv", str(table), "--modalities", "rgb,depth", "--size", "16",
+                                   "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    assert "wrote 2 samples" in res.output and "train: 1 samples, 1 bona fide" in res.output
+    st = open_store(tmp_path / "c")
+    assert st.meta["modalities"] == ["rgb", "depth"]
+    # nothing readable: an error naming the file, and no store
+    table.write_text("rgb,depth,label\nnope.png,nope-d.png,1\n")
+    res = CliRunner().invoke(app, ["data", "prepare", "folder", "--root", str(raw), "--out", str(tmp_path / "e"),
+                                   "--csv", str(table), "--modalities", "rgb,depth", "--workers", "1"])
+    assert res.exit_code != 0 and "nope.png" in res.output and not (tmp_path / "e").exists()
