@@ -283,6 +283,47 @@ def train_rate(args: argparse.Namespace) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _cefa_fixture(root: Path, videos: int, h: int, w: int) -> int:
+    """A CeFA-layout tree of ``videos`` videos x 3 frames x 3 modalities: noisy JPEG faces of ``h`` x ``w``
+    inside a black frame, as the CeFA crops come. Returns the number of frames."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    n = 0
+    for v in range(videos):
+        race = ("AF", "CA", "EA")[v % 3]
+        vd = root / "CeFA-Race" / race / f"{race}-{v:03d}" / f"{v % 3 + 1}_{v:03d}_1_1_{1 + v % 2}"
+        for m, ch in (("profile", 3), ("depth", 1), ("ir", 1)):
+            (vd / m).mkdir(parents=True)
+            for f in (26, 51, 76):
+                img = np.zeros((h, w, ch), np.uint8)
+                img[h // 10:-h // 10, w // 10:-w // 10] = rng.integers(40, 220, (h - 2 * (h // 10),
+                                                                           w - 2 * (w // 10), ch), dtype=np.uint8)
+                cv2.imwrite(str(vd / m / f"{f:04d}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        n += 3
+    return n
+
+
+@bench("prepare")
+def prepare_rate(args: argparse.Namespace) -> dict:
+    """``mfas data prepare cefa`` on a CeFA-layout fixture at realistic crop sizes (RGB, depth, IR JPEGs
+    of 480 x 360 with a black frame), into a 224 x 224 store: samples/s for each worker count."""
+    from mfas.data.prepare import prepare
+
+    tmp = Path(tempfile.mkdtemp(prefix="mfas-bench-prepare-"))
+    try:
+        frames = _cefa_fixture(tmp / "raw", args.prepare_videos, 480, 360)
+        out: dict = {"samples": frames, "image": "480x360 JPEG x 3 modalities -> 224x224", "by_workers": {}}
+        for k in (int(x) for x in args.prepare_workers.split(",")):
+            t = time.perf_counter()
+            rep = prepare("cefa", tmp / "raw", tmp / f"store{k}", size=224, workers=k, frames="all", split="train")
+            dt = time.perf_counter() - t
+            out["by_workers"][str(k)] = {"seconds": dt, "samples_per_s": rep.build.written / dt}
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _flops(fn: Callable[[], object]) -> int:
     """FLOPs of one call of ``fn`` as torch's FlopCounterMode counts them (matmuls, convolutions, attention)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -440,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mmfas-steps", type=int, default=5, help="timed training steps in the mmFAS benchmark")
     p.add_argument("--mmfas-reps", type=int, default=20, help="timed batch-1 inferences in the mmFAS benchmark")
     p.add_argument("--mmda-steps", type=int, default=3, help="timed training steps in the MMDA benchmark")
+    p.add_argument("--prepare-videos", type=int, default=100, help="videos (x 3 frames) in the prepare benchmark")
+    p.add_argument("--prepare-workers", default="1,2", help="worker counts to time in the prepare benchmark")
     p.add_argument("--mmda-reps", type=int, default=10, help="timed batch-1 inferences in the MMDA benchmark")
     args = p.parse_args(argv)
     names = [n for n in args.only.split(",") if n] or list(BENCHMARKS)

@@ -402,3 +402,52 @@ def test_folder_adapter_tree_csv_and_cli(tmp_path: Path):
     res = CliRunner().invoke(app, ["data", "prepare", "folder", "--root", str(raw), "--out", str(tmp_path / "e"),
                                    "--csv", str(table), "--modalities", "rgb,depth", "--workers", "1"])
     assert res.exit_code != 0 and "nope.png" in res.output and not (tmp_path / "e").exists()
+
+
+# ------------------------------------------------------------------- protocols on prepared stores
+
+def test_mmdg_and_mmfas_protocols_resolve_to_prepared_stores_through_datasets_yaml(tmp_path: Path):
+    from mfas.protocols import StoreSet, get_protocol, load_datasets_yaml, resolve
+
+    raw = tmp_path / "raw"
+    paths = {"C": "CeFA/CeFA-Race/AF/AF-{i:03d}/1_{i:03d}_1_1_{p}/{m}/0026.jpg",
+             "S": "CASIA-SURF-CROP/real_part/real_train_part/CLKJ_AS{i:04d}/{v}.rssdk/{m}/31.jpg",
+             "W": "WMCA-Image/R_CDIT/{i:03d}_01_000_{code}/{m}/0012.jpg"}
+    for letter, tpl in paths.items():
+        for split in ("train", "val", "test"):
+            lines = []
+            for i, lab in ((1, 1), (2, 0)):
+                fmt = dict(i=i + 10 * ("train", "val", "test").index(split), p=1 if lab else 4,
+                           v="real" if lab else "01_e_s", code="0_00" if lab else "3_01")
+                if letter == "S":
+                    tpl_s = tpl if lab else tpl.replace("real_part/real_train_part", "fake_part/fake_train_part")
+                    files = [tpl_s.format(m=m, **fmt) for m in ("color", "depth", "ir")]
+                elif letter == "W":
+                    files = [tpl.format(m=m, **fmt) for m in ("color", "depth", "ir")]
+                else:
+                    files = [tpl.format(m=m, **fmt) for m in ("profile", "depth", "ir")]
+                for f in files:
+                    jpg(raw / f, 100, "profile" not in f and "color" not in f)
+                lines.append(" ".join(files) + f" {lab}")
+            (tmp_path / f"{letter}-{split}.txt").write_text("\r\n".join(lines))
+        prepare("lists", raw, tmp_path / f"stores/{letter}", size=16,
+                lists=[tmp_path / f"{letter}-{s}.txt" for s in ("train", "val", "test")])
+    (raw / "P").mkdir()
+    for split in ("train", "val", "test"):
+        for k in (1, 2):
+            np.savez(raw / "P" / f"z{split}{k}.npz", data=np.random.default_rng(k).random((5, 8, 8)))
+        (tmp_path / f"P-{split}.txt").write_text(f"z{split}1.npz\t1\nz{split}2.npz\t0")
+    prepare("lists", raw / "P", tmp_path / "stores/P", size=16,
+            lists=[tmp_path / f"P-{s}.txt" for s in ("train", "val", "test")])
+    y = tmp_path / "datasets.yaml"
+    y.write_text("stores:\n" + "".join(f"  {k}: stores/{k}\n" for k in "CPSW")
+                 + "".join(f"  mmfas-{k}: stores/{k}\n" for k in "CSW") + "  mmfas-H: stores/W\n")
+    stores = StoreSet(load_datasets_yaml(y))
+    for name in ("loo/CPS-W", "loo/PSW-C", "missing/CSW-P", "limited/CW-PS", "mmfas/cross"):
+        p = get_protocol(name)
+        stores.check(p)
+        for ref in (*p.train, *p.select, *(part for t in p.tests for part in t.parts)):
+            st, idx = resolve(ref, stores)
+            assert idx.size == 2 and set(st.column("split")[idx].tolist()) == {ref.split}
+    w = open_store(tmp_path / "stores/W")
+    assert sorted(w.column("pai").tolist()) == ["bonafide"] * 3 + ["print"] * 3
