@@ -193,7 +193,8 @@ def test_lists_adapter_on_mmdg_lines_with_crlf_and_a_line_in_two_splits(tmp_path
     (tmp_path / "C-val.txt").write_bytes(line(c, 1).encode())  # no final newline
     (tmp_path / "C-test.txt").write_bytes((line(c, 1) + "\r\n" + line(c, 1)).encode())  # CRLF + repeat
     (tmp_path / "S-test.txt").write_bytes((line(s, 0) + "\r\n" + line(s2, 1)).encode())  # 2nd contradicts
-    (tmp_path / "W-test.txt").write_bytes(line(w, 0).encode())
+    odd = line(w, 0).replace("color/0012.jpg", "color/0024.jpg")  # RGB from another frame
+    (tmp_path / "W-test.txt").write_bytes((line(w, 0) + "\r\n" + odd).encode())
     rep = prepare("lists", raw, tmp_path / "store", size=16,
                   lists=[tmp_path / f for f in ("C-val.txt", "C-test.txt", "S-test.txt", "W-test.txt")])
     rows = store_rows(tmp_path / "store")
@@ -203,6 +204,7 @@ def test_lists_adapter_on_mmdg_lines_with_crlf_and_a_line_in_two_splits(tmp_path
     reasons = [r for _, _, r in rep.skipped]
     assert "duplicate line in the same split" in reasons
     assert any("label says bona fide" in r for r in reasons)
+    assert any(r.startswith("mismatched frame indices") for r in reasons)
     meta = open_store(tmp_path / "store").meta
     assert meta["provenance"]["in_several_splits_count"] == 1  # the CeFA frame in val and test
 
@@ -402,6 +404,9 @@ def test_folder_adapter_tree_csv_and_cli(tmp_path: Path):
     res = CliRunner().invoke(app, ["data", "prepare", "folder", "--root", str(raw), "--out", str(tmp_path / "e"),
                                    "--csv", str(table), "--modalities", "rgb,depth", "--workers", "1"])
     assert res.exit_code != 0 and "nope.png" in res.output and not (tmp_path / "e").exists()
+    res = CliRunner().invoke(app, ["data", "prepare", "folder", "--root", str(raw), "--out", str(tmp_path / "e"),
+                                   "--list", "x.txt"])
+    assert res.exit_code == 2 and "does not apply to folder" in res.output
 
 
 # ------------------------------------------------------------------- protocols on prepared stores

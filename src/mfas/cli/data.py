@@ -167,6 +167,23 @@ def prepare_cmd(
 
     from mfas.data.prepare import prepare
 
+    given = {"--list": bool(lists), "--split": bool(split), "--frames": bool(frames),
+             "--format": list_format != "auto", "--columns": columns != "rgb,ir,depth",
+             "--protocol-csv": protocol_csv is not None, "--rgb-source": rgb_source != "rgb-station",
+             "--partition": bool(partition), "--ground-truth": bool(ground_truth),
+             "--rgb-stream": rgb_stream != "color", "--ir-stream": ir_stream != "nir",
+             "--depth-backend": depth_backend != "none", "--csv": csv_file is not None,
+             "--modalities": modalities != "rgb,depth,ir"}
+    allowed = {"cefa": {"--split", "--frames"}, "surf": {"--list", "--split", "--frames", "--columns"},
+               "wmca": {"--protocol-csv", "--rgb-source", "--frames"}, "padisi": {"--partition", "--ground-truth"},
+               "hqwmca": {"--protocol-csv", "--rgb-stream", "--ir-stream", "--depth-backend", "--frames"},
+               "lists": {"--list", "--split", "--frames", "--format", "--ground-truth"},
+               "folder": {"--csv", "--modalities"}}
+    if dataset in allowed:
+        stray = [k for k, v in given.items() if v and k not in allowed[dataset]]
+        if stray:
+            raise typer.BadParameter(f"{', '.join(stray)} does not apply to {dataset} (it takes "
+                                     f"{', '.join(sorted(allowed[dataset]))})", param_hint=stray[0])
     opts: dict = {}
     frame_opt = {"frames": frames} if frames else {}
     if dataset == "cefa":

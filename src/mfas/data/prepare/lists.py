@@ -137,6 +137,10 @@ def _mmdg_line(root: Path, fields: list[str], split: str, where: str, seen: Coun
     if isinstance(meta, Skip):
         yield Skip(where, where, meta.reason)
         return
+    if len({_frame(p) for p in fields[:3]}) > 1:
+        yield Skip(where, where, "mismatched frame indices across modalities: "
+                                 + ", ".join(Path(p).name for p in fields[:3]))
+        return
     yield Item(sample_id=f"{split}/{first}", label=int(bona), pai=meta["pai"], dataset=DATASETS[letter],
                domain=letter, split=split,
                sources={"rgb": root / fields[0], "depth": root / fields[1], "ir": root / fields[2]},
