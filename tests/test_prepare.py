@@ -456,3 +456,16 @@ def test_mmdg_and_mmfas_protocols_resolve_to_prepared_stores_through_datasets_ya
             assert idx.size == 2 and set(st.column("split")[idx].tolist()) == {ref.split}
     w = open_store(tmp_path / "stores/W")
     assert sorted(w.column("pai").tolist()) == ["bonafide"] * 3 + ["print"] * 3
+
+
+REAL_CROPS = SHARED / "data" / "real_rgb" / "crops-336"
+
+
+@pytest.mark.skipif(not REAL_CROPS.is_dir(), reason=f"real RGB crops not found at {REAL_CROPS}")
+def test_folder_adapter_reads_real_rgb_only_crops_in_class_folders(tmp_path: Path):
+    rep = prepare("folder", REAL_CROPS, tmp_path / "crops", size=32, modalities=("rgb",), split="test", workers=2)
+    st = open_store(tmp_path / "crops")
+    labels = Counter(st.labels.tolist())
+    assert (labels[1], labels[0]) == (438, 593)  # real/ 438 bona fide, fake/ 593 attacks
+    assert st.meta["modalities"] == ["rgb"] and set(st.column("split").tolist()) == {"test"}
+    assert rep.build.n_skipped == 0

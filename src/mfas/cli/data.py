@@ -138,7 +138,8 @@ def prepare_cmd(
         lists: list[Path] = typer.Option([], "--list", help="lists / surf: a list file (repeatable); its split "
                                                              "comes from its name unless --split is given."),
         split: str = typer.Option("", help="cefa: mmfas (the shipped 6:1:13 subject split), train, val or test; "
-                                           "lists / surf: the split of every --list file."),
+                                           "lists / surf: the split of every --list file; folder: the split "
+                                           "of a tree without split folders (default train)."),
         frames: str = typer.Option("", help="Frame policy: all, first, even:N or fixed:I,J,... "
                                             "(default even:3, hqwmca even:10)."),
         list_format: str = typer.Option("auto", "--format", help="lists: auto, mmdg or casia-fas."),
@@ -178,7 +179,7 @@ def prepare_cmd(
                "wmca": {"--protocol-csv", "--rgb-source", "--frames"}, "padisi": {"--partition", "--ground-truth"},
                "hqwmca": {"--protocol-csv", "--rgb-stream", "--ir-stream", "--depth-backend", "--frames"},
                "lists": {"--list", "--split", "--frames", "--format", "--ground-truth"},
-               "folder": {"--csv", "--modalities"}}
+               "folder": {"--csv", "--modalities", "--split"}}
     if dataset in allowed:
         stray = [k for k, v in given.items() if v and k not in allowed[dataset]]
         if stray:
@@ -203,7 +204,8 @@ def prepare_cmd(
         opts = {"lists": lists, "fmt": list_format, "split": split or None, "ground_truth": ground_truth or None,
                 **frame_opt}
     elif dataset == "folder":
-        opts = {"csv_file": csv_file, "modalities": tuple(m.strip() for m in modalities.split(","))}
+        opts = {"csv_file": csv_file, "modalities": tuple(m.strip() for m in modalities.split(",")),
+                "split": split or "train"}
     n_workers = workers or max(1, min(os.cpu_count() or 1, 8))
     with progress_bar() as bar:
         task = bar.add_task(f"prepare {dataset}", total=None)

@@ -3,6 +3,8 @@
 Folder tree::
 
     ROOT/<train|val|test>/<class>/<sample>/{rgb,depth,ir}.<png|jpg|...>
+    ROOT/<train|val|test>/<class>/<image>.<png|jpg|...>     an RGB-only sample (--modalities rgb)
+    ROOT/<class>/...                                        everything in one split (--split)
 
 ``<class>`` is ``live`` / ``bonafide`` / ``real`` (bona fide), ``attack`` / ``spoof`` / ``fake`` (an attack
 of unknown species, stored as ``other``) or a PAI species name (``print``, ``replay``, ``mask_rigid``,
@@ -54,34 +56,52 @@ def _files(sample_dir: Path) -> dict[str, Path]:
 
 
 def plan(root: Path, csv_file: Path | None = None, modalities: Sequence[str] = MODALITIES,
-         dataset: str = "custom") -> Iterator[Item | Skip]:
-    """Items of a custom folder tree under ``root`` or of ``csv_file``."""
+         dataset: str = "custom", split: str = "train") -> Iterator[Item | Skip]:
+    """Items of a custom folder tree under ``root`` or of ``csv_file``.
+
+    Without split folders, ``root``'s class folders all go to ``split``. In a class folder, a folder is
+    a sample (one file per modality) and a lone image file is an RGB-only sample.
+    """
     mods = tuple(m for m in MODALITIES if m in modalities)
     if csv_file is not None:
-        yield from _plan_csv(Path(csv_file), root, mods, dataset)
+        yield from _plan_csv(Path(csv_file), root, mods, dataset, split)
         return
     root = Path(root)
-    splits = [s for s in SPLITS if (root / s).is_dir()]
-    if not splits:
-        raise ConfigError(f"{root}: expected train/, val/ or test/ folders (ROOT/<split>/<live|attack>/<sample>/)")
-    for split in splits:
-        for cls_dir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
+    tops = {s: root / s for s in SPLITS if (root / s).is_dir()}
+    if not tops:
+        if not any(class_of(p.name) for p in root.iterdir() if p.is_dir()):
+            raise ConfigError(f"{root}: expected train/, val/ or test/ folders, or class folders (live/, attack/, "
+                              "print/, ...) for --split; see docs/datasets.md")
+        tops = {split: root}
+    for split, top in tops.items():
+        for cls_dir in sorted(p for p in top.iterdir() if p.is_dir()):
             cls = class_of(cls_dir.name)
             if cls is None:
                 yield Skip(cls_dir.name, str(cls_dir), "class folder must be live, attack or a PAI species name")
                 continue
-            for sd in sorted(p for p in cls_dir.iterdir() if p.is_dir()):
-                sid = f"{split}/{cls_dir.name}/{sd.name}"
-                files = _files(sd)
+            for entry in sorted(cls_dir.iterdir()):
+                sid = f"{split}/{cls_dir.name}/{entry.name}"
+                if entry.is_file():  # a lone image: an RGB-only sample
+                    if entry.suffix.lower() not in IMAGE_SUFFIXES:
+                        yield Skip(sid, str(entry), "not an image file")
+                    elif mods != ("rgb",):
+                        yield Skip(sid, str(entry), "a lone image is RGB only: pass --modalities rgb, or put the "
+                                                    "modalities in a folder per sample")
+                    else:
+                        yield Item(sample_id=sid, label=cls[0], pai=cls[1], dataset=dataset, domain=dataset,
+                                   split=split, sources={"rgb": entry}, subject=entry.stem, video=sid)
+                    continue
+                files = _files(entry)
                 lacking = [m for m in mods if m not in files]
                 if lacking:
-                    yield Skip(sid, str(sd), f"missing modality file: {', '.join(lacking)}")
+                    yield Skip(sid, str(entry), f"missing modality file: {', '.join(lacking)}")
                     continue
                 yield Item(sample_id=sid, label=cls[0], pai=cls[1], dataset=dataset, domain=dataset, split=split,
-                           sources={m: files[m] for m in mods}, subject=sd.name, video=sid)
+                           sources={m: files[m] for m in mods}, subject=entry.name, video=sid)
 
 
-def _plan_csv(path: Path, root: Path | None, mods: tuple[str, ...], dataset: str) -> Iterator[Item | Skip]:
+def _plan_csv(path: Path, root: Path | None, mods: tuple[str, ...], dataset: str,
+              default_split: str) -> Iterator[Item | Skip]:
     if not path.is_file():
         raise DataError(path, "CSV does not exist")
     rows = list(csv.DictReader(path.read_text(encoding="utf-8-sig").splitlines()))
@@ -98,7 +118,7 @@ def _plan_csv(path: Path, root: Path | None, mods: tuple[str, ...], dataset: str
         label, pai = cls
         if r.get("pai", "").strip():
             pai = r["pai"].strip()
-        split = (r.get("split") or "train").strip()
+        split = (r.get("split") or default_split).strip()
         lacking = [m for m in mods if not (r.get(m) or "").strip()]
         if lacking:
             yield Skip(sid, where, f"missing modality file: no {', '.join(lacking)} path")
