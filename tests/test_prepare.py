@@ -469,3 +469,18 @@ def test_folder_adapter_reads_real_rgb_only_crops_in_class_folders(tmp_path: Pat
     assert (labels[1], labels[0]) == (438, 593)  # real/ 438 bona fide, fake/ 593 attacks
     assert st.meta["modalities"] == ["rgb"] and set(st.column("split").tolist()) == {"test"}
     assert rep.build.n_skipped == 0
+
+
+def test_the_shipped_mmfas_cross_definition_matches_the_protocol():
+    from importlib import resources
+
+    import yaml
+
+    from mfas.protocols import get_protocol
+
+    d = yaml.safe_load(resources.files("mfas.data.prepare").joinpath("lists/mmfas_cross.yaml").read_text())
+    p = get_protocol("mmfas/cross")
+    assert [(r.store, r.split) for r in p.train] == [(d["train"]["store"], d["train"]["split"])]
+    assert [(r.store, r.split) for r in p.select] == [(d["select"]["store"], d["select"]["split"])]
+    assert {t.name: (t.parts[0].store, t.parts[0].split) for t in p.tests} == {
+        k: (v["store"], v["split"]) for k, v in d["tests"].items()}
