@@ -207,6 +207,8 @@ def test_lists_adapter_on_mmdg_lines_with_crlf_and_a_line_in_two_splits(tmp_path
     assert any(r.startswith("mismatched frame indices") for r in reasons)
     meta = open_store(tmp_path / "store").meta
     assert meta["provenance"]["in_several_splits_count"] == 1  # the CeFA frame in val and test
+    assert len(meta["provenance"]["inputs"]) == 4 and all(len(h) == 64 for h in meta["provenance"]["inputs"].values())
+    assert meta["provenance"]["preprocessing"]["black_border_crop"] == ["C"]
 
 
 def test_lists_adapter_reads_padisi_npz_lines_without_unpickling(tmp_path: Path):

@@ -19,9 +19,11 @@ them with a report of counts and of every skipped input (also kept in the store'
 from __future__ import annotations
 
 import difflib
+import hashlib
 import inspect
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from importlib import resources
 from pathlib import Path
 
 from mfas.data.prepare import cefa, folder, hqwmca, lists, padisi, surf, wmca
@@ -34,6 +36,21 @@ ADAPTERS: dict[str, Callable[..., Iterator[Item | Skip]]] = {
 }
 
 __all__ = ["ADAPTERS", "FramePolicy", "Item", "PrepareReport", "Skip", "prepare"]
+
+
+def _input_hashes(dataset: str, options: dict) -> dict[str, str]:
+    """SHA-256 of every list / protocol / metadata file the build read (the shipped split list included)."""
+    files = []
+    for key in ("lists", "protocol_csv", "partition", "ground_truth", "csv_file"):
+        v = options.get(key)
+        for x in (v if isinstance(v, list | tuple) else [v]):
+            if x and Path(x).is_file():
+                files.append(Path(x))
+    out = {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+    if dataset == "cefa" and options.get("split", "mmfas") == "mmfas":
+        text = resources.files("mfas.data.prepare").joinpath("lists/mmfas_cefa_subjects.csv").read_bytes()
+        out["mfas:lists/mmfas_cefa_subjects.csv"] = hashlib.sha256(text).hexdigest()
+    return out
 
 
 def prepare(dataset: str, root: str | Path, out: str | Path, size: int = 224, workers: int = 1,
@@ -59,7 +76,10 @@ def prepare(dataset: str, root: str | Path, out: str | Path, size: int = 224, wo
         m for m in ("rgb", "depth", "ir") if m in options.get("modalities", ("rgb", "depth", "ir")))
     provenance = {"adapter": dataset, "root": str(root.resolve()),
                   "options": {k: [str(x) for x in v] if isinstance(v, list | tuple) else str(v)
-                              for k, v in options.items()}}
+                              for k, v in options.items()},
+                  "inputs": _input_hashes(dataset, options),
+                  "preprocessing": {"size": size, "resize": "cv2 INTER_AREA when shrinking, INTER_LINEAR otherwise",
+                                    "black_border_crop": sorted({it.domain for it in items if it.crop_border})}}
     by_source = defaultdict(set)
     for it in items:
         first = it.sources.get("rgb") or next(iter(it.sources.values()))
