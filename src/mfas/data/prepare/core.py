@@ -132,27 +132,34 @@ def frames_in(folder: Path, suffixes: Sequence[str] = (".jpg", ".jpeg", ".png", 
     return out
 
 
+def choose_frames(frames: dict[str, Iterable[int]], policy: FramePolicy, video: str,
+                  where: dict[str, str]) -> tuple[list[int], list[Skip]]:
+    """The frames ``policy`` picks among those every source (modality folder, camera station) has, and a
+    Skip for each frame some source lacks or the policy asks for in vain: nothing is dropped silently."""
+    sets = {k: set(v) for k, v in frames.items()}
+    common = set.intersection(*sets.values())
+    skips = []
+    for n in sorted(set().union(*sets.values()) - common):
+        lacking = [k for k in sets if n not in sets[k]]
+        skips.append(Skip(f"{video}#{n}", where[lacking[0]],
+                          f"frame {n} missing in {', '.join(lacking)} (mismatched frame indices)"))
+    chosen, absent = policy.select(sorted(common))
+    skips += [Skip(f"{video}#{n}", video, f"frame {n} requested by the frame policy is not in the video")
+              for n in absent]
+    return chosen, skips
+
+
 def plan_video(video_dir_by_mod: dict[str, Path], policy: FramePolicy, make: Callable[[int, dict], Item],
                video: str, required: Sequence[str] = MODALITIES) -> Iterator[Item | Skip]:
-    """Items for one video stored as one folder of numbered frames per modality.
-
-    Frames are chosen among those every required modality has; a frame that some modality lacks is
-    reported (``frame N missing in depth``), never silently dropped.
-    """
+    """Items for one video stored as one folder of numbered frames per modality (see :func:`choose_frames`)."""
     frames = {m: frames_in(d) for m, d in video_dir_by_mod.items()}
     for m in required:
         if not frames.get(m):
             yield Skip(video, str(video_dir_by_mod.get(m, video)), f"no {m} frames (missing modality folder)")
             return
-    common = set.intersection(*(set(frames[m]) for m in required))
-    union = set().union(*(set(frames[m]) for m in required))
-    for n in sorted(union - common):
-        lacking = [m for m in required if n not in frames[m]]
-        yield Skip(f"{video}#{n}", str(video_dir_by_mod[lacking[0]]),
-                   f"frame {n} missing in {', '.join(lacking)} (mismatched frame indices)")
-    chosen, absent = policy.select(sorted(common))
-    for n in absent:
-        yield Skip(f"{video}#{n}", video, f"frame {n} requested by the frame policy is not in the video")
+    chosen, skips = choose_frames({m: frames[m] for m in required}, policy, video,
+                                  {m: str(video_dir_by_mod[m]) for m in required})
+    yield from skips
     for n in chosen:
         yield make(n, {m: frames[m][n] for m in required})
 
@@ -171,11 +178,16 @@ def loader(name: str) -> Callable:
 
 
 def to_uint8(a: np.ndarray, where: object, scale: str = "auto") -> np.ndarray:
-    """Float arrays in [0, 1] (``scale='unit'``) or [0, 255] to uint8; ``auto`` decides by the maximum."""
+    """Float arrays in [0, 1] (``scale='unit'``) or [0, 255] to uint8; ``auto`` decides by the maximum.
+
+    16-bit arrays (raw depth or NIR sensor counts, whose units differ by camera) are stretched from their
+    own minimum to maximum, since no fixed scale fits every sensor.
+    """
     if a.dtype == np.uint8:
         return a
     if a.dtype == np.uint16:
-        raise DataError(where, "16-bit data: the adapter must say how to scale it to 8 bits")
+        lo, hi = float(a.min(initial=0)), float(a.max(initial=0))
+        return np.rint((a.astype(np.float64) - lo) * (255.0 / max(hi - lo, 1.0))).astype(np.uint8)
     a = np.asarray(a, dtype=np.float64)
     if not np.isfinite(a).all():
         raise DataError(where, "array holds NaN or infinite values")

@@ -10,8 +10,8 @@ Folder tree::
 of unknown species, stored as ``other``) or a PAI species name (``print``, ``replay``, ``mask_rigid``,
 ...). ``color.*`` is accepted for ``rgb`` and ``nir.*`` for ``ir``.
 
-CSV (``--csv FILE``): columns ``rgb``, ``depth``, ``ir`` (paths; a modality you do not have can be left
-out or empty), ``label`` (1 / live / bonafide, or 0 / attack), and optionally ``pai``, ``split`` (default
+CSV (``--csv FILE``): a path column for each modality in ``modalities`` (``rgb``, ``depth``, ``ir``;
+drop a modality you do not have from both), ``label`` (1 / live / bonafide, or 0 / attack), and optionally ``pai``, ``split`` (default
 train), ``subject``, ``video``, ``frame``, ``sample_id``. Relative paths are relative to the CSV's
 folder, or to ``--root`` when given.
 
@@ -21,14 +21,14 @@ reason, never stored with a hole.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from mfas.conventions import MODALITIES, PAI_SPECIES, SPLITS
 from mfas.data.images import IMAGE_SUFFIXES
 from mfas.data.prepare.core import Item, Skip
-from mfas.errors import ConfigError, DataError
+from mfas.data.prepare.listfiles import read_csv
+from mfas.errors import ConfigError
 
 LIVE, ATTACK = ("live", "bonafide", "bona_fide", "real", "1"), ("attack", "spoof", "fake", "0")
 ALIASES = {"rgb": ("rgb", "color", "colour"), "depth": ("depth",), "ir": ("ir", "nir")}
@@ -102,11 +102,7 @@ def plan(root: Path, csv_file: Path | None = None, modalities: Sequence[str] = M
 
 def _plan_csv(path: Path, root: Path | None, mods: tuple[str, ...], dataset: str,
               default_split: str) -> Iterator[Item | Skip]:
-    if not path.is_file():
-        raise DataError(path, "CSV does not exist")
-    rows = list(csv.DictReader(path.read_text(encoding="utf-8-sig").splitlines()))
-    if not rows or "label" not in rows[0] or not set(mods) & set(rows[0]):
-        raise DataError(path, f"expected a header with label and at least one of {', '.join(mods)}")
+    rows = read_csv(path, {"label", *mods}, "columns rgb, depth, ir (those in --modalities) and label")
     base = Path(root) if root else path.parent
     for k, r in enumerate(rows, 2):
         where = f"{path}:{k}"

@@ -21,7 +21,6 @@ says so) or ``module:function``, any importable ``function(rgb: H x W x 3 uint8)
 
 from __future__ import annotations
 
-import csv
 import importlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from mfas.data.prepare.core import FramePolicy, Item, Skip, loader, to_uint8
+from mfas.data.prepare.listfiles import read_csv
 from mfas.errors import ConfigError, DataError
 
 DATASET, DOMAIN = "HQ-WMCA", "H"
@@ -88,9 +88,6 @@ def _frame(path: str, stream: str, t: int) -> np.ndarray:
         a = a.transpose(1, 2, 0)
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[..., 0]
-    if a.dtype == np.uint16:
-        lo, hi = float(a.min()), float(a.max())
-        a = (a.astype(np.float64) - lo) / max(hi - lo, 1.0)
     return to_uint8(a, where)
 
 
@@ -119,11 +116,7 @@ def plan(root: Path, protocol_csv: Path, frames: str = "even:10", rgb_stream: st
     root, protocol_csv = Path(root), Path(protocol_csv)
     policy = FramePolicy.parse(frames)
     backend = DepthBackend(depth_backend)
-    if not protocol_csv.is_file():
-        raise DataError(protocol_csv, "protocol CSV does not exist")
-    rows = list(csv.DictReader(protocol_csv.read_text(encoding="utf-8-sig").splitlines()))
-    if not rows or {"filepath", "group", "label"} - set(rows[0]):
-        raise DataError(protocol_csv, "expected the columns filepath, group, label and pai (or attack_type)")
+    rows = read_csv(protocol_csv, {"filepath", "group", "label"}, "with pai (or attack_type) for attacks")
     for k, r in enumerate(rows, 2):
         where = f"{protocol_csv}:{k}"
         rel = r["filepath"].strip()

@@ -8,6 +8,7 @@ the folder names the colour frames (``.../color``) and depth/IR are its ``depth`
 
 from __future__ import annotations
 
+import csv
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -49,3 +50,18 @@ def detect_format(lines: Sequence[list[str]]) -> str:
     if first[0].endswith(".npz"):
         return "mmdg"
     return "casia-fas"
+
+
+def read_csv(path: str | Path, need: set[str], hint: str = "") -> list[dict]:
+    """Rows of a CSV with a header holding every column in ``need``; a DataError names the file and
+    the missing columns otherwise (``hint`` says what the file should be)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(p, "file does not exist")
+    rows = list(csv.DictReader(p.read_text(encoding="utf-8-sig").splitlines()))
+    if not rows:
+        raise DataError(p, "no rows under the header")
+    missing = sorted(need - set(rows[0]))
+    if missing:
+        raise DataError(p, f"missing column(s) {', '.join(missing)}" + (f"; {hint}" if hint else ""))
+    return rows

@@ -15,7 +15,6 @@ both, with the split in its sample id, and reported in the store's provenance.
 
 from __future__ import annotations
 
-import csv
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from mfas.data.prepare import cefa, padisi, surf, wmca
 from mfas.data.prepare.core import FramePolicy, Item, Skip, frames_in, plan_video
-from mfas.data.prepare.listfiles import detect_format, read_lines, split_from_name
+from mfas.data.prepare.listfiles import detect_format, read_csv, read_lines, split_from_name
 from mfas.errors import ConfigError
 
 DATASETS = {"C": cefa.DATASET, "P": padisi.DATASET, "S": surf.DATASET, "W": wmca.DATASET}
@@ -72,9 +71,7 @@ def _frame(path: str) -> int:
 def _padisi_gt(path: str | Path | None) -> dict[str, str]:
     if not path:
         return {}
-    rows = list(csv.DictReader(Path(path).read_text(encoding="utf-8-sig").splitlines()))
-    if not rows or {"file", "ground_truth"} - set(rows[0]):
-        raise ConfigError(f"{path}: a PADISI mapping needs the columns file, ground_truth")
+    rows = read_csv(path, {"file", "ground_truth"}, "a PADISI mapping: npz file name -> PADISI code")
     return {Path(r["file"]).name: r["ground_truth"] for r in rows}
 
 

@@ -21,7 +21,6 @@ files by an opaque hash instead; read those with ``mfas data prepare lists``.
 
 from __future__ import annotations
 
-import csv
 import zipfile
 from collections.abc import Iterator
 from functools import lru_cache
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from mfas.data.prepare.core import Item, Skip, loader, to_uint8
+from mfas.data.prepare.listfiles import read_csv
 from mfas.errors import ConfigError, DataError
 
 DATASET, DOMAIN = "PADISI-Face", "P"
@@ -80,15 +80,6 @@ def sources(path: Path) -> dict:
     return {m: ("padisi", str(path), m) for m in ("rgb", "depth", "ir")}
 
 
-def _read_csv(path: Path, need: set[str]) -> list[dict]:
-    if not path.is_file():
-        raise DataError(path, "file does not exist")
-    rows = list(csv.DictReader(path.read_text(encoding="utf-8-sig").splitlines()))
-    if not rows or need - set(rows[0]):
-        raise DataError(path, f"expected the columns {', '.join(sorted(need))}")
-    return rows
-
-
 def _find(root: Path, name: str, default: str) -> Path:
     p = Path(name) if name else root / default
     if not p.is_file() and not name:
@@ -107,8 +98,8 @@ def plan(root: Path, partition: str = "", ground_truth: str = "") -> Iterator[It
     root = Path(root)
     gt_path = _find(root, ground_truth, "padisi_USC_FACE_ground_truth.csv")
     part_path = _find(root, partition, "padisi_USC_FACE_dataset_partition_3folds_part0.csv")
-    gt = {r["trial_id"]: r for r in _read_csv(gt_path, {"transaction_id", "trial_id", "ground_truth"})}
-    parts = _read_csv(part_path, {"trial_id", "partition_name"})
+    gt = {r["trial_id"]: r for r in read_csv(gt_path, {"transaction_id", "trial_id", "ground_truth"})}
+    parts = read_csv(part_path, {"trial_id", "partition_name"})
     index: dict[str, Path] = {}
     for p in root.rglob("*.npz"):
         index.setdefault(p.stem, p)

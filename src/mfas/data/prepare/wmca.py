@@ -17,13 +17,13 @@ in exactly one of them): fake head, flexible mask, glasses, paper mask, print, r
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from mfas.data.prepare.core import FramePolicy, Item, Skip, loader, to_uint8
+from mfas.data.prepare.core import FramePolicy, Item, Skip, choose_frames, loader, to_uint8
+from mfas.data.prepare.listfiles import read_csv
 from mfas.errors import ConfigError, DataError
 
 DATASET, DOMAIN = "WMCA", "W"
@@ -84,22 +84,13 @@ def load_frame(path: str | Path, key: str, channels: tuple[int, ...]) -> np.ndar
     if max(channels) >= a.shape[0]:
         raise DataError(where, f"needs channel {max(channels)}, the frame has {a.shape[0]}")
     a = a[list(channels)]
-    if a.dtype == np.uint16:  # raw sensor depth/IR: stretch each frame to 8 bits
-        lo, hi = float(a.min()), float(a.max())
-        a = (a.astype(np.float64) - lo) / max(hi - lo, 1.0)
     img = to_uint8(a, where)
     return img[0] if img.shape[0] == 1 else np.ascontiguousarray(img.transpose(1, 2, 0))
 
 
 def read_protocol(path: Path) -> list[dict]:
     """Rows of a WMCA protocol CSV with ``filepath``, ``group`` and ``label`` (bonafide/attack)."""
-    if not path.is_file():
-        raise DataError(path, "protocol CSV does not exist")
-    rows = list(csv.DictReader(path.read_text(encoding="utf-8-sig").splitlines()))
-    need = {"filepath", "group", "label"}
-    if not rows or need - set(rows[0]):
-        raise DataError(path, f"expected the columns {', '.join(sorted(need))} (client_id optional)")
-    return rows
+    return read_csv(path, {"filepath", "group", "label"}, "a WMCA protocol CSV (client_id optional)")
 
 
 def default_protocol(root: Path) -> Path:
@@ -150,12 +141,9 @@ def plan(root: Path, protocol_csv: Path | None = None, frames: str = "even:3",
         except OSError as e:
             yield Skip(video, str(cdit), f"cannot read HDF5: {e}")
             continue
-        common = set.intersection(*(set(v) for v in keys.values()))
-        for n in sorted(set().union(*(set(v) for v in keys.values())) - common):
-            yield Skip(f"{video}#{n}", str(cdit), f"frame {n} missing in one station (mismatched frame indices)")
-        chosen, absent = policy.select(sorted(common))
-        for n in absent:
-            yield Skip(f"{video}#{n}", str(cdit), f"frame {n} requested by the frame policy is not in the video")
+        chosen, skips = choose_frames({f"{n} station": v for n, v in keys.items()}, policy, video,
+                                      {f"{n} station": str(p) for n, p in files.items()})
+        yield from skips
         for n in chosen:
             src = {"depth": ("h5frame", str(cdit), keys["cdit"][n], (1,)),
                    "ir": ("h5frame", str(cdit), keys["cdit"][n], (2,)),
