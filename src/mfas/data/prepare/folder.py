@@ -11,9 +11,9 @@ of unknown species, stored as ``other``) or a PAI species name (``print``, ``rep
 ...). ``color.*`` is accepted for ``rgb`` and ``nir.*`` for ``ir``.
 
 CSV (``--csv FILE``): a path column for each modality in ``modalities`` (``rgb``, ``depth``, ``ir``;
-drop a modality you do not have from both), ``label`` (1 / live / bonafide, or 0 / attack), and optionally ``pai``, ``split`` (default
-train), ``subject``, ``video``, ``frame``, ``sample_id``. Relative paths are relative to the CSV's
-folder, or to ``--root`` when given.
+drop a modality you do not have from both), ``label`` (1 / live / bonafide, or 0 / attack), and
+optionally ``pai``, ``split`` (default train), ``subject``, ``video``, ``frame``, ``sample_id``.
+Relative paths are relative to the CSV's folder, or to ``--root`` when given.
 
 Only the modalities in ``modalities`` are stored; a sample that lacks one of them is skipped with the
 reason, never stored with a hole.
