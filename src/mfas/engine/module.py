@@ -31,15 +31,6 @@ def gather_scores(local: list[tuple[int, float]]) -> tuple[np.ndarray, np.ndarra
     return pos[order], sc[order]
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases, norms, tokens and embeddings (1-D parameters)."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
 def lr_lambda(schedule: str, total: int, warmup: float, floor: float):
     warm = int(round(warmup * total))
 
@@ -123,7 +114,7 @@ class PadModule(L.LightningModule):
     def configure_optimizers(self):
         o = self.optim_cfg
         # foreach: one fused update per group instead of a Python loop over tensors (the CPU default)
-        opt = torch.optim.AdamW(param_groups(self.model, o.weight_decay), lr=o.lr, betas=o.betas, foreach=True)
+        opt = torch.optim.AdamW(self.model.param_groups(o.weight_decay), lr=o.lr, betas=o.betas, foreach=True)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(o.schedule, self.total_steps, o.warmup,
                                                                  o.min_lr_ratio))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -54,6 +54,33 @@ class PadModel(nn.Module):
         ce = F.cross_entropy(output.logits.float(), batch["label"].long())
         return {"ce": ce, "loss": ce}
 
+    def no_weight_decay(self) -> set[str]:
+        """Names (as in ``named_parameters()``) exempt from weight decay, beyond the generic rule of
+        :meth:`param_groups`. The default gathers ``no_weight_decay()`` of every submodule that defines one
+        (timm's convention, e.g. a ViT's ``cls_token`` and ``pos_embed``), prefixed with its path."""
+        names: set[str] = set()
+        for prefix, module in self.named_modules():
+            if module is self:
+                continue
+            hook = getattr(module, "no_weight_decay", None)
+            if callable(hook):
+                names |= {f"{prefix}.{n}" for n in hook()}
+        return names
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW parameter groups: no decay on biases, norm weights and other 0-/1-D parameters (scales,
+        per-modality tokens) and on the names in :meth:`no_weight_decay` (class tokens, position
+        embeddings, stacked per-expert biases and norms); decay on the rest. Only trainable parameters.
+        A model that needs another grouping (MMDA ``compat: official``) overrides this."""
+        exempt = self.no_weight_decay()
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            skip = p.ndim <= 1 or name.endswith(".bias") or name in exempt
+            (no_decay if skip else decay).append(p)
+        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
     def cam_layers(self) -> dict[str, nn.Module]:
         """{modality: module whose output is that modality's tokens (B, 1 + h*w, D), class token first}, for
         Grad-CAM. Models that do not support explanations keep this default."""
