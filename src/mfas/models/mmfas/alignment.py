@@ -56,8 +56,9 @@ def mine_pairs(sim: torch.Tensor, labels: torch.Tensor, mode: str = "hard",
 class AlignmentModule(nn.Module):
     """RGB <-> one other modality: a learnable temperature for ICL and the matching predictor for CM.
 
-    The matching predictor is the paper's "540-wide FC": one linear layer from the concatenated pair
-    (2 x dim) to {different class, same class}.
+    The matching predictor is the paper's "540-wide FC" read as an MLP of that width: the concatenated pair
+    (2 x dim = 540) -> Linear(540, 540) -> ReLU -> Linear(540, 2) over {different class, same class}. A single
+    linear layer scores a(x_i) + b(x_j) and so cannot express "same class" (an XOR of the two labels).
     """
 
     def __init__(self, dim: int, icl: bool = True, cm: str = "hard", tau_init: float = 0.07):
@@ -66,7 +67,8 @@ class AlignmentModule(nn.Module):
             raise ValueError(f"cm must be one of {CM_MODES}, got {cm!r}")
         self.icl, self.cm = icl, cm
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / tau_init))) if icl else None
-        self.matcher = nn.Linear(2 * dim, 2) if cm != "none" else None
+        self.matcher = nn.Sequential(nn.Linear(2 * dim, 2 * dim), nn.ReLU(inplace=True), nn.Linear(2 * dim, 2)) \
+            if cm != "none" else None
 
     def forward(self, rgb: torch.Tensor, other: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """``rgb``, ``other``: (N, D) global features of the same N samples; returns the loss terms."""

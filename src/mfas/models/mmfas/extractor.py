@@ -52,9 +52,8 @@ class ViTExtractor(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         nn.init.normal_(self.cls_token, std=1e-6)
 
-    @property
-    def num_tokens(self) -> int:
-        return self.patch_embed.num_patches + 1
+    def no_weight_decay(self) -> set[str]:
+        return {"cls_token", "pos_embed"}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] == 1 and self.in_chans != 1:

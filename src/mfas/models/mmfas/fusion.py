@@ -33,8 +33,14 @@ class CrossAttention(nn.Module):
 
 
 class SwitchBlock(nn.Module):
-    """Pre-norm block: self-attention on the query stream, attention from it to the (switched) key and value
-    streams, then the FFN; residuals on the query stream as in ViT. Tokens (B, T, D) in and out."""
+    """Pre-norm ViT block whose attention takes its queries, keys and values from given streams.
+
+    ``forward(x, q, k, v)``: ``x`` (B, T, D) is the stream the block updates (its residual and FFN, as in
+    ViT); ``q`` (B, T, D) and ``k``, ``v`` (B, Tk, D) feed the attention. ``None`` for any of them means
+    ``x`` itself (after the optional self-attention). Output: the updated ``x`` (B, T, D).
+    ``self_attn``: a self-attention sub-layer on ``x`` before the switched attention; not in the paper,
+    see docs/models/mmfas.md (it is what the paper's 15.63M count needs).
+    """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, self_attn: bool = True):
         super().__init__()
@@ -45,10 +51,12 @@ class SwitchBlock(nn.Module):
         self.norm_mlp = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, q: torch.Tensor | None = None, k: torch.Tensor | None = None,
+                v: torch.Tensor | None = None) -> torch.Tensor:
         if self.self_attn is not None:
-            q = q + self.self_attn(self.norm_self(q))
-        x = q + self.cross(self.norm_q(q), self.norm_k(k), self.norm_v(v))
+            x = x + self.self_attn(self.norm_self(x))
+        q, k, v = (x if t is None else t for t in (q, k, v))
+        x = x + self.cross(self.norm_q(q), self.norm_k(k), self.norm_v(v))
         return x + self.mlp(self.norm_mlp(x))
 
 
@@ -65,7 +73,13 @@ def switch_order(mode: str, layer: int) -> tuple[str, str, str]:
 
 
 class SwitchFusion(nn.Module):
-    """``depth`` switch blocks; each block's output replaces the RGB stream, depth and IR stay as they are.
+    """``depth`` switch blocks over one branch, the RGB stream; depth and IR are never changed.
+
+    Block ``l`` attends with queries, keys and values taken from the modalities of
+    ``switch_order(mode, l)`` (the current RGB stream wherever RGB is named) and adds the result, then the
+    FFN, to the RGB stream: x_rgb <- x_rgb + Attn(Q, K, V); x_rgb <- x_rgb + FFN(x_rgb). The paper: "maintain
+    only a single modality branch" and "we update the output of each layer to the color feature while
+    keeping the other two modal features unchanged" (residuals and FFN "the same as the original ViT").
 
     Input: {modality: (B, T, D)}; output: (B, D), the mean of the three streams' class tokens after fusion.
     """
@@ -79,12 +93,12 @@ class SwitchFusion(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=1e-6)
 
     def forward(self, streams: dict[str, torch.Tensor]) -> torch.Tensor:
-        s = dict(streams)
+        x = streams["rgb"]
         for layer, block in enumerate(self.blocks):
-            q, k, v = switch_order(self.mode, layer)
-            s["rgb"] = block(s[q], s[k], s[v])
-        s["rgb"] = self.norm(s["rgb"])
-        return torch.stack([s[m][:, 0] for m in ("rgb", "depth", "ir")]).mean(0)
+            q, k, v = (None if m == "rgb" else streams[m] for m in switch_order(self.mode, layer))
+            x = block(x, q, k, v)
+        cls = [self.norm(x)[:, 0], streams["depth"][:, 0], streams["ir"][:, 0]]
+        return torch.stack(cls).mean(0)
 
 
 class MergeFusion(nn.Module):
@@ -120,6 +134,6 @@ class CrossFusion(nn.Module):
             new = {}
             for m, blocks in self.branches.items():
                 ctx = torch.cat([s[o] for o in self.branches if o != m], dim=1)
-                new[m] = blocks[layer](s[m], ctx, ctx)
+                new[m] = blocks[layer](s[m], None, ctx, ctx)
             s = new
         return torch.stack([self.norms[m](s[m][:, 0]) for m in self.branches]).mean(0)

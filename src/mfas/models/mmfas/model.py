@@ -20,6 +20,14 @@ FUSIONS = ("none", "switch", "merge", "cross")
 ALL = ("rgb", "depth", "ir")
 
 
+def _init_vit(module: nn.Module) -> None:
+    """timm's ViT initialisation: truncated normal (std 0.02) linear weights, zero biases."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
 class MMFAS(PadModel):
     """The mmFAS model and every ablation of the paper's Tables 2 and 3 through its options.
 
@@ -57,6 +65,8 @@ class MMFAS(PadModel):
             raise ValueError(f"fusion={fusion!r} needs all three modalities; use fusion='none' for {mods}")
         if cm not in CM_MODES:
             raise ValueError(f"cm must be one of {CM_MODES}, got {cm!r}")
+        if modality_dropout and ("rgb" not in mods or len(mods) < 2):
+            raise ValueError("modality_dropout hides depth/IR beside RGB; it needs rgb and another modality")
         if (icl or cm != "none") and ("rgb" not in mods or len(mods) < 2):
             raise ValueError("alignment bridges RGB to depth/IR: it needs rgb and at least one other modality "
                              "(set icl=false, cm=none)")
@@ -80,6 +90,10 @@ class MMFAS(PadModel):
         else:
             self.fusion = None
         self.head = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, 2))
+        self.apply(_init_vit)
+
+    def no_weight_decay(self) -> set[str]:
+        return super().no_weight_decay() | {f"missing.{m}" for m in self.modalities}
 
     def cam_layers(self) -> dict[str, nn.Module]:
         return dict(self.extractors.items())
@@ -141,8 +155,8 @@ class MMFAS(PadModel):
             if "cm" in terms:
                 cm.append(terms["cm"])
         loss = ce
-        if icl:
-            out["icl"] = torch.stack(icl).mean()
+        if icl:  # Eq. 3: the RGB-depth and RGB-IR terms are summed, each the mean of its two directions
+            out["icl"] = torch.stack(icl).sum()
             loss = loss + self.alpha * out["icl"]
         if cm:
             out["cm"] = torch.stack(cm).sum()
