@@ -170,7 +170,7 @@ def test_diff_attention_lambda_and_noise_map():
 
 def expert(moe: MoE, e: int, x: torch.Tensor) -> torch.Tensor:
     """Expert e of ``moe`` written out as the separate module the released code has."""
-    h = F.rms_norm(x, (x.shape[-1],), moe.norm_weight[e], 1e-5) @ moe.w1[e] + moe.b1[e]
+    h = F.rms_norm(x, (x.shape[-1],), moe.norm_weight[e], moe.norm_eps) @ moe.w1[e] + moe.b1[e]
     a, gate = h.chunk(2, dim=-1)
     return (F.gelu(gate) * a * moe.mult_bias[e]) @ moe.w2[e] + moe.b2[e]
 

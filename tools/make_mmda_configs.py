@@ -4,8 +4,9 @@
     python tools/make_mmda_configs.py      # rewrites both folders; the files are committed
 
 configs/mmda/official/  the released code's recipe (compat: official, micro-batch 3, accumulation to an
-                        effective batch of 72, AdamW lr 5e-6, weight decay 5e-5, constant lr, 300 epochs)
-configs/mmda/fast/      our faster schedule (compat: clean, batch 72 in one step, 30 epochs, cosine)
+                        effective batch of 72, AdamW lr 5e-6, weight decay 5e-5 on every parameter, constant lr,
+                        300 epochs, fp32 as the released Accelerator() without mixed precision)
+configs/mmda/fast/      our faster schedule (compat: clean, batch 72 in one step, 30 epochs, cosine, bf16-mixed)
 configs/sim/mmda/loo/   mmda-tiny on the SimFAS leave-one-domain-out protocols, both compat modes
 configs/sim/mmda/limited/  the same on the two SimFAS limited-source protocols (missing modalities: evaluate a
                         loo run with `mfas evaluate RUN -p sim/missing/<protocol>`)
@@ -28,7 +29,8 @@ HEADER = {
     "official": "# MMDA with the released code's recipe (compat: official). Effective batch 72 = micro-batch 3 x\n"
                 "# accumulation 24 on one GPU (the authors: 3 GPUs x 3 x 8). Needs the MMDG stores in datasets.yaml\n"
                 "# (docs/datasets.md) and CLIP ViT-B/16 weights: `pretrained: openai` downloads them when online;\n"
-                "# offline, give a local file (--set model.pretrained=/path/ViT-B-16.pt).\n",
+                "# offline, give a local file (--set model.pretrained=/path/ViT-B-16.pt). fp32 as released; on a GPU\n"
+                "# --set trainer.precision=bf16-mixed trades the released arithmetic for speed and memory.\n",
     "fast": "# MMDA with our faster schedule (compat: clean): batch 72 in one step, 30 epochs, lr 1e-5 cosine with\n"
             "# 5% warm-up. Ours, not the paper's; see docs/models/mmda.md. Needs the MMDG stores and CLIP weights.\n",
     "sim": "# mmda-tiny on a SimFAS leave-one-domain-out protocol (docs/results/simfas.md).\n"
@@ -42,7 +44,7 @@ def official(protocol: str, name: str) -> dict:
         "data": {"image_size": 224, "batch_size": 3, "eval_batch_size": 3, "sampler": "random", "augment": True},
         "model": {"name": "mmda", "compat": "official", "freeze": "none", "pretrained": "openai"},
         "optim": {"lr": 5.0e-6, "weight_decay": 5.0e-5, "schedule": "constant", "warmup": 0.0},
-        "trainer": {"max_epochs": 300, "accumulate_grad_batches": 24, "precision": "bf16-mixed"},
+        "trainer": {"max_epochs": 300, "accumulate_grad_batches": 24, "precision": "32-true"},
         "eval": {"policies": POLICIES, "selection": "last"},
     }
 

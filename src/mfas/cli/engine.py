@@ -190,3 +190,50 @@ def models_show(name: str = typer.Argument(..., help="Model name."),
     if unused:
         t.add_row("[bold]at inference[/]", f"[bold]{total - unused:,}[/] ({(total - unused) / 1e6:.2f}M)", "", "")
     console.print(t)
+
+
+@models_app.command("convert-mmda")
+@friendly_errors
+def models_convert_mmda(
+        checkpoint: Path = typer.Argument(..., help="A state dict saved by the released MMDA code (murInJ/MMDA): "
+                                                    ".pt/.pth/.bin or .safetensors."),
+        out: Path = typer.Option(..., "--out",
+                                 help="Folder for the bundle: model.safetensors, model.json, config.yaml."),
+        protocol: str = typer.Option(None, "--protocol", "-p",
+                                     help="The protocol the checkpoint was trained on, e.g. loo/CPS-W "
+                                          "(what `mfas evaluate OUT` scores unless given -p)."),
+        set_: list[str] = typer.Option(None, "--set", help="Override a key of the written config, e.g. "
+                                                           "--set model.compat=clean (repeatable).")) -> None:
+    """Turn a checkpoint of the released MMDA code into an mfas bundle for `mfas evaluate` and `mfas predict`."""
+    from rich.markup import escape
+
+    from mfas.engine.config import apply_overrides, dump_config, validate_config
+    from mfas.engine.io import atomic_write_text, save_bundle
+    from mfas.engine.train import resolve_protocol
+    from mfas.errors import ConfigError
+    from mfas.metrics import choose_threshold
+    from mfas.models import create_model
+    from mfas.models.mmda.convert import converted_run_config, load_released_checkpoint
+
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {out}: exists and is not an empty folder")
+    data = apply_overrides(converted_run_config(out.name, protocol), set_ or [])
+    if not data.get("protocol"):
+        raise ConfigError("give --protocol: the protocol the checkpoint was trained on, e.g. loo/CPS-W")
+    cfg = validate_config(data, where="convert-mmda")
+    model = create_model(cfg.model.name, **cfg.model.overrides)
+    record = load_released_checkpoint(checkpoint, model)
+    model.eval()
+    threshold = {**choose_threshold("fixed:0.5").as_dict(),
+                 "note": "converted checkpoint, no validation scores: fixed 0.5; `mfas evaluate` reports the others"}
+    save_bundle(out, model, {"threshold": threshold, "selection": {"policy": "converted", "from": str(checkpoint)},
+                             "protocol": resolve_protocol(cfg).model_dump(mode="json"), "seed": cfg.seed,
+                             "metrics": {}, "converted_from": record})
+    atomic_write_text(out / "config.yaml", dump_config(cfg))
+    console.print(f"bundle written to [bold]{out}[/] ({cfg.model.name}, compat {model.config.get('compat')}); "
+                  f"{len(record['ignored'])} released keys without a counterpart, listed in model.json")
+    by_reason: dict[str, list[str]] = {}
+    for key, why in record["ignored"].items():
+        by_reason.setdefault(why, []).append(key)
+    for why, keys in by_reason.items():
+        console.print(f"  {len(keys)} x {escape(why)} (e.g. {escape(keys[0])})", highlight=False)

@@ -184,6 +184,14 @@ class MMDA(PadModel):
         aux = f["moe_aux"] + aux_s + aux_l
         return {"ce": ce, "rs2": rs2, "anchor": anchor, "moe_aux": aux, "loss": ce + rs2 + anchor + aux}
 
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """``official``: one AdamW group in which every trainable parameter is decayed, as the released code
+        (``AdamW(model.parameters(), weight_decay=5e-5)``). ``clean``: the base rule (no decay on biases, norms,
+        1-D parameters, CLIP's position and class embeddings and the MoE's stacked biases, norms and constants)."""
+        if self.compat != "official":
+            return super().param_groups(weight_decay)
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "weight_decay": weight_decay}]
+
     def parameter_parts(self) -> list[tuple[str, list[nn.Parameter], bool]]:
         scale = [p for n, p in self.clip.named_parameters() if n in ("logit_scale", "logit_bias")]
         return [("clip.visual", list(self.clip.visual.parameters()), True),

@@ -1,9 +1,9 @@
 """The MoE block MMDA uses everywhere (MD2A, every U-DSA level, the classifier).
 
-Seven experts: four GEGLU feed-forward experts and three constant experts (a learned vector each); a
-bias-free linear router with softmax, top-2, and the ST-MoE rule of sending a token to its second expert
-with probability min(1, g2 / threshold). Auxiliary losses (training only): the switch balance loss and
-the router z-loss, weighted 1e-2 and 1e-3.
+Seven experts: four GEGLU feed-forward experts (RMS pre-norm with eps 1e-6, the released default) and three
+constant experts (a learned vector each); a bias-free linear router with softmax, top-2, and the ST-MoE rule
+of sending a token to its second expert with probability min(1, g2 / threshold). Auxiliary losses (training
+only): the switch balance loss and the router z-loss, weighted 1e-2 and 1e-3.
 
 No token is ever dropped for capacity: MMDA's sequences are at most 3 tokens long and the released
 code's minimum capacity is 4, so capacity is not modelled.
@@ -32,10 +32,14 @@ class MoE(nn.Module):
     Routing of the second expert: in training always stochastic (probability min(1, g2 / threshold));
     at eval ``eval_routing="stochastic"`` keeps that (the released code) and ``"deterministic"`` routes
     exactly when g2 >= threshold, so inference is repeatable.
+
+    ``norm_eps``: the epsilon of the experts' RMS pre-norm, x / sqrt(mean(x^2) + eps); 1e-6 is what the released
+    experts use (their ``RMSNorm(dim)`` keeps the default eps), in both compat modes.
     """
 
     def __init__(self, dim: int, n_ffn: int = 4, n_const: int = 3, mult: float = 4.0, threshold: float = 0.2,
-                 balance_coef: float = 1e-2, z_coef: float = 1e-3, eval_routing: str = "deterministic"):
+                 balance_coef: float = 1e-2, z_coef: float = 1e-3, eval_routing: str = "deterministic",
+                 norm_eps: float = 1e-6):
         super().__init__()
         if eval_routing not in ROUTING:
             raise ValueError(f"eval_routing must be one of {ROUTING}, got {eval_routing!r}")
@@ -50,13 +54,18 @@ class MoE(nn.Module):
         self.const = nn.Parameter(torch.empty(n_const, dim).normal_(std=0.02))
         self.router = nn.Linear(dim, self.n_experts, bias=False)
         self.threshold, self.balance_coef, self.z_coef = threshold, balance_coef, z_coef
-        self.eval_routing = eval_routing
+        self.eval_routing, self.norm_eps = eval_routing, norm_eps
+
+    def no_weight_decay(self) -> set[str]:
+        """The stacked per-expert biases, norm weights and GEGLU multiplicative biases, and the constant experts:
+        2-D only because they are stacked over experts, so the generic 1-D rule does not see them."""
+        return {"b1", "b2", "norm_weight", "mult_bias", "const"}
 
     def ffn(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
         """Outputs (E, T, D) of the FFN experts on tokens x (T, D); ``scale`` (E, T) multiplies each expert's
         input (the straight-through dispatch) before its norm."""
         xin = x[None] if scale is None else x[None] * scale[..., None]
-        h = torch.rms_norm(xin, (x.shape[-1],), eps=1e-5) * self.norm_weight[:, None]
+        h = torch.rms_norm(xin, (x.shape[-1],), eps=self.norm_eps) * self.norm_weight[:, None]
         h = torch.baddbmm(self.b1[:, None], h, self.w1)
         a, gate = h.chunk(2, dim=-1)
         h = F.gelu(gate) * a * self.mult_bias[:, None]
