@@ -358,6 +358,7 @@ def test_hqwmca_depth_is_reconstructed_for_3d_and_removed_for_flat_attacks(tmp_p
         with h5py.File(raw / f"{name}.h5", "w") as f:
             f["color"] = np.full((12, 3, 20, 20), 120, np.uint8)
             f["nir"] = np.full((12, 20, 20), 700, np.uint16)
+            f["swir"] = np.stack([np.full((12, 20, 20), v, np.uint8) for v in (10, 200, 90)], axis=1)
     proto = tmp_path / "grand_test.csv"
     proto.write_text("filepath,group,label,pai\n" + "\n".join(",".join(r) for r in rows) + "\n")
     none = prepare("hqwmca", raw, tmp_path / "a", size=16, protocol_csv=proto, frames="even:2")
@@ -374,6 +375,15 @@ def test_hqwmca_depth_is_reconstructed_for_3d_and_removed_for_flat_attacks(tmp_p
     assert d[:, 0].mean() < d[:, -1].mean()  # the backend's ramp, resized
     with pytest.raises(ConfigError, match="module:function"):
         prepare("hqwmca", raw, tmp_path / "c", protocol_csv=proto, depth_backend="nocolon")
+    # SWIR in the ir slot, as the mmFAS paper: one band of the multi-band stream, recorded in store.json
+    prepare("hqwmca", raw, tmp_path / "s", size=16, protocol_csv=proto, frames="even:1", ir_stream="swir:1")
+    s = open_store(tmp_path / "s")
+    assert s.meta["provenance"]["ir_slot"] == "HQ-WMCA stream 'swir:1'" and (s.arrays["ir"] == 200).all()
+    with pytest.raises(ConfigError, match="NAME:BAND"):
+        prepare("hqwmca", raw, tmp_path / "t", protocol_csv=proto, ir_stream="swir:x")
+    with pytest.raises(DataError, match="band 7 asked of a frame of shape"):
+        prepare("hqwmca", raw, tmp_path / "u", size=16, protocol_csv=proto, frames="even:1", ir_stream="swir:7")
+    assert not (tmp_path / "u").exists()
 
 
 # ---------------------------------------------------------------------------------------- folder

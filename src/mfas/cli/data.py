@@ -152,7 +152,8 @@ def prepare_cmd(
         ground_truth: str = typer.Option("", "--ground-truth", help="padisi: ground-truth CSV; lists: a CSV "
                                                                      "mapping P files to PAI codes."),
         rgb_stream: str = typer.Option("color", help="hqwmca: RGB stream name."),
-        ir_stream: str = typer.Option("nir", help="hqwmca: infrared stream name."),
+        ir_stream: str = typer.Option("nir", help="hqwmca: the stream in the ir slot: NAME or NAME:BAND "
+                                                      "(e.g. swir:1, SWIR as in the mmFAS paper)."),
         depth_backend: str = typer.Option("none", help="hqwmca: none or module:function (RGB -> depth)."),
         csv_file: Path | None = typer.Option(None, "--csv", help="folder: a CSV of paths and labels instead of "
                                                                  "a tree."),

@@ -83,7 +83,10 @@ def _mmfas(sim: bool) -> Protocol:
         train=[DataRef(store="mmfas-C", split="train")], select=[DataRef(store="mmfas-C", split="val")],
         tests=tests, average="weighted",
         notes="HQ-WMCA depth is reconstructed from RGB for bona fide and 3D attacks and absent for flat "
-              "attacks (presence mask); the paper used SWIR in the third slot there")
+              "attacks (presence mask). With the default depth backend (none) EVERY HQ-WMCA sample has no "
+              "depth, so that column tests a model without depth; the mmFAS configs train with modality "
+              "dropout so the missing-depth embedding is trained. The paper put SWIR in the third slot "
+              "there: prepare mmfas-H with --ir-stream swir:BAND")
 
 
 def builtin_protocols() -> list[Protocol]:

@@ -89,6 +89,7 @@ def prepare(dataset: str, root: str | Path, out: str | Path, size: int = 224, wo
         provenance["in_several_splits"] = shared[:100]
         provenance["in_several_splits_count"] = len(shared)
     if dataset == "hqwmca":
+        provenance["ir_slot"] = f"HQ-WMCA stream {options.get('ir_stream', 'nir')!r}"
         provenance["depth"] = ("reconstructed from RGB by " + options.get("depth_backend", "none")
                                if options.get("depth_backend", "none") != "none"
                                else "absent for every sample: no reconstruction backend (depth_backend none)")

@@ -3,7 +3,9 @@
 Stream files: one HDF5 file per video, ``ROOT/<filepath>.h5``, with one dataset per stream holding the
 frames along the first axis (``T x C x H x W`` or ``T x H x W``). The stream names are configurable
 (``streams``), since they depend on how the files were exported; the defaults are ``color`` for RGB
-and ``nir`` for infrared.
+and ``nir`` for infrared. A stream spec ``name:K`` takes band K of a multi-band stream (``T x C x H x W``
+with C bands), e.g. ``swir:1``: the mmFAS paper put SWIR in the third slot on HQ-WMCA
+(``--ir-stream swir:K``); the store records which stream fills the ``ir`` slot.
 
 Protocol CSV (``grand_test``, ``unseen-attack`` ..., one file each): columns ``filepath``, ``group``
 (train / dev or validation / eval or test) and ``label`` (bonafide / attack), plus ``pai`` or
@@ -76,14 +78,27 @@ class DepthBackend:
         return to_uint8(d, self.spec)
 
 
+def parse_stream(spec: str) -> tuple[str, int | None]:
+    """``name`` or ``name:K`` (band K of a multi-band stream) -> (name, K or None)."""
+    name, sep, band = spec.partition(":")
+    if not name or (sep and not band.isdigit()):
+        raise ConfigError(f"a stream is NAME or NAME:BAND (a band index), got {spec!r}")
+    return name, int(band) if sep else None
+
+
 def _frame(path: str, stream: str, t: int) -> np.ndarray:
     import h5py
 
     where = f"{path}[{stream}][{t}]"
+    name, band = parse_stream(stream)
     with h5py.File(path, "r") as f:
-        if stream not in f:
-            raise DataError(where, f"no stream {stream!r} in the file (has: {', '.join(sorted(f))})")
-        a = np.asarray(f[stream][t])
+        if name not in f:
+            raise DataError(where, f"no stream {name!r} in the file (has: {', '.join(sorted(f))})")
+        a = np.asarray(f[name][t])
+    if band is not None:
+        if a.ndim != 3 or band >= a.shape[0]:
+            raise DataError(where, f"band {band} asked of a frame of shape {a.shape} (bands first)")
+        a = a[band]
     if a.ndim == 3 and a.shape[0] in (1, 3):
         a = a.transpose(1, 2, 0)
     if a.ndim == 3 and a.shape[2] == 1:
@@ -104,6 +119,7 @@ def load_depth(path: str, rgb_stream: str, t: int, backend: str) -> np.ndarray:
 def _n_frames(path: Path, stream: str) -> int:
     import h5py
 
+    stream, _ = parse_stream(stream)
     with h5py.File(path, "r") as f:
         if stream not in f:
             raise DataError(path, f"no stream {stream!r} in the file (has: {', '.join(sorted(f))})")
@@ -115,6 +131,7 @@ def plan(root: Path, protocol_csv: Path, frames: str = "even:10", rgb_stream: st
     """Items for every video of the protocol CSV, with depth per :func:`depth_rule` and the backend."""
     root, protocol_csv = Path(root), Path(protocol_csv)
     policy = FramePolicy.parse(frames)
+    parse_stream(rgb_stream), parse_stream(ir_stream)
     backend = DepthBackend(depth_backend)
     rows = read_csv(protocol_csv, {"filepath", "group", "label"}, "with pai (or attack_type) for attacks")
     for k, r in enumerate(rows, 2):
