@@ -56,7 +56,7 @@ def test_limited_and_cross_averaging():
 
 
 def test_unknown_protocol_suggests():
-    with pytest.raises(ConfigError, match="did you mean loo/CPS-W"):
+    with pytest.raises(ConfigError, match="did you mean 'loo/CPS-W'"):
         get_protocol("loo/CPS-X")
 
 
@@ -88,7 +88,8 @@ protocols:
 @pytest.mark.parametrize("body, pattern", [
     ("name: x\ntrain: [a:train]\ntests: [{name: t, parts: [a:test]}]\nslect: [a:val]\n",
      "unknown key 'slect'.*'select'"),
-    ("name: x\ntrain: [a:train]\ntests: [{name: t, part: [a:test]}]\n", "unknown key 'tests.0.part'.*'parts'"),
+    ("name: x\ntrain: [a:train]\ntests: [{name: t, part: [a:test]}]\n",
+     "unknown key 'tests.0.part'; did you mean 'tests.0.parts'"),
     ("name: x\ntrain: [a:training]\ntests: [{name: t, parts: [a:test]}]\n", "split must be one of train, val, test"),
     ("name: x\ntrain: [a]\ntests: [{name: t, parts: [a:test]}]\n", "bad data reference"),
     ("name: x\ntrain: [a:train]\ntests: [{name: t, parts: [a:test], modalities: [rgb, sonar]}]\n",

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from mfas.errors import ConfigError
+from mfas.errors import ConfigError, config_error_from_pydantic
 from mfas.metrics.thresholds import ThresholdPolicy
 
 
@@ -109,16 +108,7 @@ def validate_config(data: dict, where: str = "config") -> ExperimentConfig:
     try:
         return ExperimentConfig(**data)
     except ValidationError as e:
-        err = sorted(e.errors(), key=lambda x: x["type"] != "extra_forbidden")[0]
-        loc = [str(p) for p in err["loc"]]
-        key = ".".join(loc)
-        if err["type"] == "extra_forbidden":
-            valid = _fields_at(loc[:-1])
-            near = difflib.get_close_matches(loc[-1], valid, n=1)
-            hint = f"; did you mean {'.'.join([*loc[:-1], near[0]])!r}?" if near else \
-                f"; valid keys here: {', '.join(valid)}"
-            raise ConfigError(f"{where}: unknown key {key!r}{hint}") from None
-        raise ConfigError(f"{where}: {key}: {err['msg']}") from None
+        raise config_error_from_pydantic(e, where, _fields_at) from None
 
 
 def apply_overrides(data: dict, sets: list[str]) -> dict:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable
 
-from mfas.errors import ConfigError
+from mfas.errors import ConfigError, did_you_mean
 from mfas.models.base import PadModel
 
 _BUILDERS: dict[str, Callable[..., PadModel]] = {}
@@ -42,19 +41,20 @@ def model_defaults(name: str) -> dict:
 
 def _check_name(name: str) -> None:
     if name not in _BUILDERS:
-        near = difflib.get_close_matches(name, list(_BUILDERS), n=3)
-        hint = f"; did you mean {', '.join(near)}?" if near else f"; known: {', '.join(sorted(_BUILDERS))}"
-        raise ConfigError(f"unknown model {name!r}{hint}")
+        raise ConfigError(f"unknown model {name!r}" + did_you_mean(name, sorted(_BUILDERS), n=3, listing="known"))
+
+
+def _signature_defaults(fn: Callable) -> dict:
+    """The keyword defaults of a builder's signature (``**kwargs`` excluded)."""
+    return {k: p.default for k, p in inspect.signature(fn).parameters.items()
+            if p.default is not inspect.Parameter.empty and p.kind is not inspect.Parameter.VAR_KEYWORD}
 
 
 def full_defaults(name: str) -> dict:
     """Every option of ``name`` with its default: the builder's signature defaults under the registered ones."""
     _ensure_builtins()
     _check_name(name)
-    params = inspect.signature(_BUILDERS[name]).parameters
-    sig = {k: p.default for k, p in params.items()
-           if p.default is not inspect.Parameter.empty and p.kind is not inspect.Parameter.VAR_KEYWORD}
-    return {**sig, **_DEFAULTS[name]}
+    return {**_signature_defaults(_BUILDERS[name]), **_DEFAULTS[name]}
 
 
 def create_model(name: str, **overrides: object) -> PadModel:
@@ -67,15 +67,11 @@ def create_model(name: str, **overrides: object) -> PadModel:
     valid = [k for k in params if params[k].kind is not inspect.Parameter.VAR_KEYWORD]
     for key in overrides:
         if key not in valid and not accepts_any:
-            near = difflib.get_close_matches(key, valid, n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else f"; valid: {', '.join(valid)}"
-            raise ConfigError(f"model {name!r} has no option {key!r}{hint}")
+            raise ConfigError(f"model {name!r} has no option {key!r}" + did_you_mean(key, valid))
     kwargs = {**_DEFAULTS[name], **overrides}
     model = fn(**kwargs)
     # every option, defaults included, so a bundle rebuilds the same model even if a default changes later
-    full = {k: p.default for k, p in params.items()
-            if p.default is not inspect.Parameter.empty and p.kind is not inspect.Parameter.VAR_KEYWORD}
-    model.config = {"name": name, **full, **kwargs}
+    model.config = {"name": name, **_signature_defaults(fn), **kwargs}
     return model
 
 

@@ -7,14 +7,13 @@ A data reference names a *store key* (resolved to a store folder through ``datas
 
 from __future__ import annotations
 
-import difflib
 import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from mfas.conventions import MODALITIES, SPLITS, order_modalities
-from mfas.errors import ConfigError
+from mfas.errors import ConfigError, config_error_from_pydantic
 
 _REF = re.compile(r"^(?P<store>[A-Za-z0-9_.\-/]+)(\[(?P<domain>[^\]]+)\])?:(?P<split>[a-z]+)$")
 
@@ -138,16 +137,9 @@ def protocol_from_dict(data: dict, where: str = "<dict>") -> Protocol:
     try:
         return Protocol(**data)
     except ValidationError as e:
-        # an unknown key usually explains the "field required" next to it: report it first
-        err = sorted(e.errors(), key=lambda x: x["type"] != "extra_forbidden")[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            key = str(err["loc"][-1])
-            fields = TestSet.model_fields if "tests" in [str(p) for p in err["loc"]] else Protocol.model_fields
-            near = difflib.get_close_matches(key, list(fields), n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else f"; valid keys: {', '.join(fields)}"
-            raise ConfigError(f"{where}: unknown key {loc!r}{hint}") from None
-        raise ConfigError(f"{where}: {loc}: {msg}") from None
+        def fields_at(loc: list[str]) -> list[str]:
+            return list(TestSet.model_fields if "tests" in loc else Protocol.model_fields)
+
+        raise config_error_from_pydantic(e, where, fields_at) from None
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None

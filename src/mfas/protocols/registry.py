@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
 import yaml
 
-from mfas.errors import ConfigError
+from mfas.errors import ConfigError, did_you_mean
 from mfas.protocols.core import Protocol, protocol_from_dict
 
 _REGISTRY: dict[str, Protocol] = {}
@@ -28,9 +27,8 @@ def list_protocols(family: str | None = None) -> list[Protocol]:
 def get_protocol(name: str) -> Protocol:
     _ensure_builtins()
     if name not in _REGISTRY:
-        near = difflib.get_close_matches(name, list(_REGISTRY), n=3)
-        hint = f"; did you mean {', '.join(near)}?" if near else "; see `mfas protocols list`"
-        raise ConfigError(f"unknown protocol {name!r}{hint}")
+        raise ConfigError(f"unknown protocol {name!r}"
+                          + did_you_mean(name, _REGISTRY, n=3, otherwise="; see `mfas protocols list`"))
     return _REGISTRY[name]
 
 
