@@ -1,4 +1,5 @@
-"""Batch samplers that balance bona fide vs attack, or every (domain, class) cell."""
+"""Batch samplers that balance bona fide vs attack, every (domain, class) cell or every domain; the
+config's ``data.sampler`` names one through :func:`make_batch_sampler`."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from collections.abc import Hashable, Iterator, Sequence
 
 import numpy as np
 from torch.utils.data import Sampler
+
+from mfas.errors import ConfigError, did_you_mean
 
 
 class GroupBalancedBatchSampler(Sampler[list[int]]):
@@ -70,3 +73,36 @@ def class_domain_balanced(labels: Sequence[int], domains: Sequence[str], batch_s
     """An equal share of every (domain, class) cell in every batch."""
     return GroupBalancedBatchSampler([(str(d), int(y)) for d, y in zip(domains, labels, strict=True)],
                                      batch_size, num_batches, seed)
+
+
+def domain_groups(domains: Sequence[str], batch_size: int, num_batches: int | None = None,
+                  seed: int = 0) -> GroupBalancedBatchSampler:
+    """An equal share of every domain in every batch (at least two samples of each)."""
+    n_dom = len(set(domains))
+    if batch_size < 2 * n_dom:
+        raise ConfigError(f"data.sampler=domain_groups needs data.batch_size >= 2 x {n_dom} source "
+                          f"domains, got {batch_size}")
+    return GroupBalancedBatchSampler(list(domains), batch_size, num_batches, seed)
+
+
+def shuffled(n: int, batch_size: int, num_batches: int | None = None, seed: int = 0) -> GroupBalancedBatchSampler:
+    """Plain shuffled batches without replacement (one group), the pool refilled per pass."""
+    return GroupBalancedBatchSampler([0] * n, batch_size, num_batches, seed)
+
+
+SAMPLERS = ("random", "class_balanced", "class_domain", "domain_groups")
+
+
+def make_batch_sampler(kind: str, labels: Sequence[int], domains: Sequence[str], batch_size: int,
+                       num_batches: int | None = None, seed: int = 0) -> GroupBalancedBatchSampler:
+    """The batch sampler the config's ``data.sampler`` names (one of :data:`SAMPLERS`)."""
+    labels, domains = [int(y) for y in labels], [str(d) for d in domains]
+    if kind == "random":
+        return shuffled(len(labels), batch_size, num_batches, seed)
+    if kind == "class_balanced":
+        return class_balanced(labels, batch_size, num_batches, seed)
+    if kind == "class_domain":
+        return class_domain_balanced(labels, domains, batch_size, num_batches, seed)
+    if kind == "domain_groups":
+        return domain_groups(domains, batch_size, num_batches, seed)
+    raise ConfigError(f"unknown data.sampler {kind!r}" + did_you_mean(kind, SAMPLERS))

@@ -13,10 +13,9 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 
 from mfas.conventions import MODALITIES
 from mfas.data.dataset import StoreDataset
-from mfas.data.samplers import GroupBalancedBatchSampler
+from mfas.data.samplers import make_batch_sampler
 from mfas.data.transforms import eval_transform, train_transform
 from mfas.engine.config import DataConfig
-from mfas.errors import ConfigError
 from mfas.protocols import DataRef, Protocol, StoreSet, TestSet, resolve
 
 
@@ -118,24 +117,6 @@ class Shard(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         rank, world = rank_world()
         return iter(range(rank, self.n, world))
-
-
-def make_batch_sampler(kind: str, labels: np.ndarray, domains: np.ndarray, batch_size: int,
-                       num_batches: int | None, seed: int) -> Sampler[list[int]]:
-    if kind == "random":  # one group: shuffled batches without replacement, pool refilled per pass
-        return GroupBalancedBatchSampler([0] * len(labels), batch_size, num_batches, seed)
-    if kind == "class_balanced":
-        return GroupBalancedBatchSampler(labels.tolist(), batch_size, num_batches, seed)
-    if kind == "class_domain":
-        return GroupBalancedBatchSampler(list(zip(domains.tolist(), labels.tolist(), strict=True)),
-                                         batch_size, num_batches, seed)
-    if kind == "domain_groups":
-        n_dom = len(set(domains.tolist()))
-        if batch_size < 2 * n_dom:
-            raise ConfigError(f"data.sampler=domain_groups needs data.batch_size >= 2 x {n_dom} source "
-                              f"domains, got {batch_size}")
-        return GroupBalancedBatchSampler(domains.tolist(), batch_size, num_batches, seed)
-    raise ConfigError(f"unknown data.sampler {kind!r}")
 
 
 class PadDataModule(L.LightningDataModule):
