@@ -15,7 +15,19 @@ from typer.testing import CliRunner
 
 from mfas.cli.main import app
 from mfas.data import open_store
-from mfas.data.prepare import FramePolicy, cefa, padisi, prepare, wmca
+from mfas.data.prepare import (
+    ADAPTERS,
+    Adapter,
+    FramePolicy,
+    Item,
+    Option,
+    Skip,
+    cefa,
+    padisi,
+    prepare,
+    register_adapter,
+    wmca,
+)
 from mfas.data.prepare.listfiles import read_lines, split_from_name
 from mfas.errors import ConfigError, DataError
 
@@ -496,3 +508,108 @@ def test_the_shipped_mmfas_cross_definition_matches_the_protocol():
     assert [(r.store, r.split) for r in p.select] == [(d["select"]["store"], d["select"]["split"])]
     assert {t.name: (t.parts[0].store, t.parts[0].split) for t in p.tests} == {
         k: (v["store"], v["split"]) for k, v in d["tests"].items()}
+
+
+# -------------------------------------------------------------------- the adapter registry and CLI
+
+def flags_in(text: str) -> set[str]:
+    import re
+
+    return set(re.findall(r"(?<![\w-])--[a-z][\w-]*", text))
+
+
+def test_each_adapter_subcommand_lists_its_own_options_and_no_other_adapters():
+    runner = CliRunner()
+    listing = runner.invoke(app, ["data", "prepare", "--help"], env={"COLUMNS": "250"})
+    assert listing.exit_code == 0
+    common = {"--root", "--out", "--size", "--workers", "--strict", "--no-strict", "--overwrite", "--no-overwrite",
+              "--help"}
+    every = {o.cli_flag for a in ADAPTERS.values() for o in a.options}
+    for name, adapter in ADAPTERS.items():
+        assert name in listing.output and adapter.description in listing.output
+        res = runner.invoke(app, ["data", "prepare", name, "--help"], env={"COLUMNS": "250"})
+        assert res.exit_code == 0, res.output
+        own = {o.cli_flag for o in adapter.options}
+        assert flags_in(res.output) == own | common, name  # its own and the common ones, nothing else
+        assert not flags_in(res.output) & (every - own)
+    cefa_help = runner.invoke(app, ["data", "prepare", "cefa", "--help"], env={"COLUMNS": "250"}).output
+    assert "--split" in cefa_help and "--frames" in cefa_help and "--depth-backend" not in cefa_help
+
+
+@pytest.fixture
+def registry():
+    """The adapter registry, restored after the test (an adapter a test registers does not outlive it)."""
+    saved = dict(ADAPTERS)
+    yield ADAPTERS
+    ADAPTERS.clear()
+    ADAPTERS.update(saved)
+
+
+def test_one_class_is_a_whole_adapter_python_api_and_cli_subcommand(tmp_path: Path, registry):
+    @register_adapter("toy")
+    class ToyAdapter(Adapter):
+        """Grey RGB images ``<k>.png`` under the root: all an adapter is, in one class."""
+
+        description = "Toy: the first --count PNGs under --root, RGB only."
+        options = (Option("count", 2, "How many images to take.", type=int),
+                   Option("tag", "toy", "A word recorded in store.json."))
+
+        def plan(self, root: Path, options: dict):
+            for k in range(options["count"]):
+                f = root / f"{k}.png"
+                if not f.is_file():
+                    yield Skip(f"toy/{k}", str(f), "missing image")
+                    continue
+                yield Item(sample_id=f"toy/{k}", label=k % 2, pai="bonafide" if k % 2 else "print", dataset="toy",
+                           domain="toy", split="test", sources={"rgb": f}, video=f"toy/{k}")
+
+        def modalities(self, options: dict) -> tuple[str, ...]:
+            return ("rgb",)
+
+        def provenance(self, options: dict) -> dict:
+            return {"tag": options["tag"]}
+
+    for k in range(3):
+        jpg(tmp_path / "raw" / f"{k}.png", 50 + 40 * k)
+    runner = CliRunner()
+    listing = runner.invoke(app, ["data", "prepare", "--help"], env={"COLUMNS": "250"}).output
+    assert "toy" in listing and ToyAdapter.description in listing
+    res = runner.invoke(app, ["data", "prepare", "toy", "--root", str(tmp_path / "raw"), "--out", str(tmp_path / "s"),
+                              "--count", "4", "--tag", "x", "--size", "8", "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    assert "wrote 3 samples" in res.output and "1 input(s) skipped" in res.output
+    st = open_store(tmp_path / "s")
+    assert st.meta["modalities"] == ["rgb"] and st.arrays["rgb"].shape == (3, 8, 8, 3)
+    prov = st.meta["provenance"]
+    assert (prov["adapter"], prov["tag"], prov["options"]) == ("toy", "x", {"count": "4", "tag": "x"})
+    # the Python API, its option check, and the other subcommands, which do not take the toy's options
+    assert prepare("toy", tmp_path / "raw", tmp_path / "p", size=8).build.written == 2
+    with pytest.raises(ConfigError, match="did you mean 'count'"):
+        prepare("toy", tmp_path / "raw", tmp_path / "q", cuont=1)
+    res = runner.invoke(app, ["data", "prepare", "cefa", "--root", str(tmp_path / "raw"), "--out", str(tmp_path / "c"),
+                              "--count", "3"], env={"COLUMNS": "250"})
+    assert res.exit_code == 2 and "--count does not apply to cefa (it takes --frames, --split)" in res.output
+    res = runner.invoke(app, ["data", "prepare", "toy", "--root", str(tmp_path / "raw"), "--out", str(tmp_path / "c"),
+                              "--cuont", "3"], env={"COLUMNS": "250"})
+    assert res.exit_code == 2 and "--count" in res.output  # click names the nearest option
+    with pytest.raises(ConfigError, match="already registered"):
+        register_adapter("toy")(ToyAdapter)
+    with pytest.raises(ConfigError, match="'size' is reserved"):
+        register_adapter("toy2")(type("Sized", (Adapter,), {"options": (Option("size", 1, "clashes"),)}))
+
+
+def test_hdf5_adapters_name_the_extra_when_h5py_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """h5py is an optional dependency (``mfas[hdf5]``): without it, the HDF5 adapters say how to install it."""
+    import sys
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    with h5py.File(raw / "v.h5", "w") as f:
+        f["color"] = np.zeros((2, 3, 8, 8), np.uint8)
+        f["nir"] = np.zeros((2, 8, 8), np.uint8)
+    proto = tmp_path / "p.csv"
+    proto.write_text("filepath,group,label,pai\nv,train,bonafide,\n")
+    monkeypatch.setitem(sys.modules, "h5py", None)
+    with pytest.raises(ConfigError, match=r"mfas\[hdf5\]"):
+        prepare("hqwmca", raw, tmp_path / "s", size=8, protocol_csv=proto)
+    assert not (tmp_path / "s").exists()

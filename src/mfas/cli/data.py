@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from typer.core import TyperCommand, TyperGroup
 
 from mfas.cli.common import console, counts_table, friendly_errors, print_json
+
+if TYPE_CHECKING:
+    from mfas.data.prepare import Adapter
 
 app = typer.Typer(help="Inspect, generate and check sample stores.", no_args_is_help=True)
 
@@ -129,94 +135,110 @@ def preview_cmd(out: Path = typer.Argument(..., help="PNG file to write."),
     console.print(f"wrote {out}")
 
 
-@app.command("prepare")
-@friendly_errors
-def prepare_cmd(
-        dataset: str = typer.Argument(..., help="Adapter: cefa, surf, wmca, padisi, hqwmca, lists or folder."),
-        root: Path = typer.Option(..., "--root", help="Folder of the dataset as it was downloaded."),
-        out: Path = typer.Option(..., "--out", help="Folder of the new store."),
-        lists: list[Path] = typer.Option([], "--list", help="lists / surf: a list file (repeatable); its split "
-                                                             "comes from its name unless --split is given."),
-        split: str = typer.Option("", help="cefa: mmfas (the shipped 6:1:13 subject split), train, val or test; "
-                                           "lists / surf: the split of every --list file; folder: the split "
-                                           "of a tree without split folders (default train)."),
-        frames: str = typer.Option("", help="Frame policy: all, first, even:N or fixed:I,J,... "
-                                            "(default even:3, hqwmca even:10)."),
-        list_format: str = typer.Option("auto", "--format", help="lists: auto, mmdg or casia-fas."),
-        columns: str = typer.Option("rgb,ir,depth", help="surf lists: modality of each path column when the "
-                                                         "path does not name it."),
-        protocol_csv: Path | None = typer.Option(None, "--protocol-csv", help="wmca / hqwmca: the protocol CSV "
-                                                                            "(grandtest, LOO, grand_test ...)."),
-        rgb_source: str = typer.Option("rgb-station", help="wmca: rgb-station or cdit."),
-        partition: str = typer.Option("", help="padisi: partition CSV (default ..._3folds_part0.csv)."),
-        ground_truth: str = typer.Option("", "--ground-truth", help="padisi: ground-truth CSV; lists: a CSV "
-                                                                     "mapping P files to PAI codes."),
-        rgb_stream: str = typer.Option("color", help="hqwmca: RGB stream name."),
-        ir_stream: str = typer.Option("nir", help="hqwmca: the stream in the ir slot: NAME or NAME:BAND "
-                                                      "(e.g. swir:1, SWIR as in the mmFAS paper)."),
-        depth_backend: str = typer.Option("none", help="hqwmca: none or module:function (RGB -> depth)."),
-        csv_file: Path | None = typer.Option(None, "--csv", help="folder: a CSV of paths and labels instead of "
-                                                                 "a tree."),
-        modalities: str = typer.Option("rgb,depth,ir", help="folder: the modalities every sample must have."),
-        size: int = typer.Option(224, help="Stored image size (square); every image is resized to it."),
-        workers: int = typer.Option(0, help="Decoding processes (0 = one per core, at most 8)."),
-        strict: bool = typer.Option(False, help="Stop at the first bad input instead of skipping and "
-                                                "reporting it."),
-        overwrite: bool = typer.Option(False, help="Replace an existing store.")) -> None:
-    """Build a store from a real dataset (or your own captures): counts per split, label and PAI species,
-    and every skipped or broken input with its reason. See docs/datasets.md for each dataset."""
-    import os
+class _AdapterCommand(TyperCommand):
+    """``mfas data prepare <adapter>``: a flag that only another adapter takes is a usage error naming it."""
 
-    from mfas.data.prepare import prepare
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        tokens = list(args)  # the parser consumes ``args``
+        try:
+            return super().parse_args(ctx, args)
+        except Exception as e:  # typer's click raises NoSuchOption (a usage error) for an unknown flag
+            from mfas.data.prepare import ADAPTERS
 
-    given = {"--list": bool(lists), "--split": bool(split), "--frames": bool(frames),
-             "--format": list_format != "auto", "--columns": columns != "rgb,ir,depth",
-             "--protocol-csv": protocol_csv is not None, "--rgb-source": rgb_source != "rgb-station",
-             "--partition": bool(partition), "--ground-truth": bool(ground_truth),
-             "--rgb-stream": rgb_stream != "color", "--ir-stream": ir_stream != "nir",
-             "--depth-backend": depth_backend != "none", "--csv": csv_file is not None,
-             "--modalities": modalities != "rgb,depth,ir"}
-    allowed = {"cefa": {"--split", "--frames"}, "surf": {"--list", "--split", "--frames", "--columns"},
-               "wmca": {"--protocol-csv", "--rgb-source", "--frames"}, "padisi": {"--partition", "--ground-truth"},
-               "hqwmca": {"--protocol-csv", "--rgb-stream", "--ir-stream", "--depth-backend", "--frames"},
-               "lists": {"--list", "--split", "--frames", "--format", "--ground-truth"},
-               "folder": {"--csv", "--modalities", "--split"}}
-    if dataset in allowed:
-        stray = [k for k, v in given.items() if v and k not in allowed[dataset]]
-        if stray:
-            raise typer.BadParameter(f"{', '.join(stray)} does not apply to {dataset} (it takes "
-                                     f"{', '.join(sorted(allowed[dataset]))})", param_hint=stray[0])
-    opts: dict = {}
-    frame_opt = {"frames": frames} if frames else {}
-    if dataset == "cefa":
-        opts = {"split": split or "mmfas", **frame_opt}
-    elif dataset == "surf":
-        opts = {"lists": lists, "columns": columns, "split": split or None, **frame_opt}
-    elif dataset == "wmca":
-        opts = {"protocol_csv": protocol_csv, "rgb_source": rgb_source, **frame_opt}
-    elif dataset == "padisi":
-        opts = {"partition": partition, "ground_truth": ground_truth}
-    elif dataset == "hqwmca":
-        if protocol_csv is None:
-            raise typer.BadParameter("hqwmca needs --protocol-csv", param_hint="--protocol-csv")
-        opts = {"protocol_csv": protocol_csv, "rgb_stream": rgb_stream, "ir_stream": ir_stream,
-                "depth_backend": depth_backend, **frame_opt}
-    elif dataset == "lists":
-        opts = {"lists": lists, "fmt": list_format, "split": split or None, "ground_truth": ground_truth or None,
-                **frame_opt}
-    elif dataset == "folder":
-        opts = {"csv_file": csv_file, "modalities": tuple(m.strip() for m in modalities.split(",")),
-                "split": split or "train"}
-    n_workers = workers or max(1, min(os.cpu_count() or 1, 8))
-    with progress_bar() as bar:
-        task = bar.add_task(f"prepare {dataset}", total=None)
+            own = {f for p in self.params for f in getattr(p, "opts", ())}
+            others = {o.cli_flag for a in ADAPTERS.values() for o in a.options} - own
+            if getattr(e, "option_name", None) not in others:
+                raise
+            stray = [f for f in dict.fromkeys(x.split("=", 1)[0] for x in tokens) if f in others]
+            takes = sorted(o.cli_flag for o in ADAPTERS[self.name].options)
+            raise typer.BadParameter(f"{', '.join(stray)} does not apply to {self.name} (it takes "
+                                     f"{', '.join(takes) or 'no options of its own'})", ctx=ctx,
+                                     param_hint=stray[0]) from None
 
-        def tick(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
 
-        report = prepare(dataset, root, out, size=size, workers=n_workers, strict=strict, overwrite=overwrite,
-                         progress=tick, **opts)
-    print_prepare(report)
+def _option(name: str, annotation: object, info: object) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=info)
+
+
+#: The options of every ``mfas data prepare`` subcommand: before the adapter's own, and after them.
+_COMMON_FIRST = [
+    _option("root", Path, typer.Option(..., "--root", help="Folder of the dataset as it was downloaded.")),
+    _option("out", Path, typer.Option(..., "--out", help="Folder of the new store."))]
+_COMMON_LAST = [
+    _option("size", int, typer.Option(224, help="Stored image size (square); every image is resized to it.")),
+    _option("workers", int, typer.Option(0, help="Decoding processes (0 = one per core, at most 8).")),
+    _option("strict", bool, typer.Option(False, help="Stop at the first bad input instead of skipping and "
+                                                     "reporting it.")),
+    _option("overwrite", bool, typer.Option(False, help="Replace an existing store."))]
+
+
+def _adapter_command(adapter: Adapter) -> TyperCommand:
+    """The subcommand of one adapter: the common options and the adapter's own, from its declaration."""
+    from mfas.data.prepare import OMIT, REQUIRED
+
+    own = []
+    for o in adapter.options:
+        default = o.cli_value
+        absent = default is REQUIRED or default is OMIT  # typer's default is then None: "not given"
+        own.append(_option(o.name, o.type | None if absent or default is None else o.type,
+                           typer.Option(None if absent else default, o.cli_flag, help=o.help,
+                                        rich_help_panel=f"{adapter.name} options")))
+
+    def run(root: Path, out: Path, size: int, workers: int, strict: bool, overwrite: bool, **given) -> None:
+        import os
+
+        from mfas.data.prepare import prepare
+
+        options = {}
+        for o in adapter.options:
+            v = given[o.name]
+            if o.cli_value is OMIT and not v:
+                continue
+            if o.cli_value is REQUIRED and v is None:
+                raise typer.BadParameter(f"{adapter.name} needs {o.cli_flag}", param_hint=o.cli_flag)
+            options[o.name] = o.parse(v) if o.parse and v is not None else v
+        n_workers = workers or max(1, min(os.cpu_count() or 1, 8))
+        with progress_bar() as bar:
+            task = bar.add_task(f"prepare {adapter.name}", total=None)
+
+            def tick(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            report = prepare(adapter.name, root, out, size=size, workers=n_workers, strict=strict,
+                             overwrite=overwrite, progress=tick, **options)
+        print_prepare(report)
+
+    run.__signature__ = inspect.Signature([*_COMMON_FIRST, *own, *_COMMON_LAST])
+    sub = typer.Typer(add_completion=False)
+    sub.command(adapter.name, cls=_AdapterCommand,
+                help=f"{adapter.description}\n\nPrints counts per split, label and PAI species, and every skipped "
+                     f"or broken input with its reason. See docs/datasets.md ({adapter.name}).")(friendly_errors(run))
+    return typer.main.get_command(sub)
+
+
+class _PrepareGroup(TyperGroup):
+    """``mfas data prepare``: one subcommand per registered adapter, made when the command line is built, so an
+    adapter registered by any module (or a test) is a subcommand without an edit here."""
+
+    @property
+    def commands(self) -> dict:
+        from mfas.data.prepare import get_adapter, list_adapters
+
+        made = self._commands
+        self._commands = {name: made[name] if name in made else _adapter_command(get_adapter(name))
+                          for name in list_adapters()}
+        return self._commands
+
+    @commands.setter
+    def commands(self, value: dict) -> None:
+        self._commands = dict(value)
+
+
+prepare_app = typer.Typer(cls=_PrepareGroup, no_args_is_help=True, subcommand_metavar="ADAPTER [OPTIONS]...",
+                          help="Build a store from a real dataset (or your own captures): one subcommand per "
+                               "adapter, mfas data prepare ADAPTER --root RAW --out STORE and the adapter's options "
+                               "(mfas data prepare ADAPTER --help lists them). See docs/datasets.md for each dataset.")
+app.add_typer(prepare_app, name="prepare")
 
 
 def print_prepare(report) -> None:

@@ -14,12 +14,14 @@ The faces come cropped inside a black frame, which is cut away (``crop_border``)
 from __future__ import annotations
 
 import csv
+import hashlib
 import re
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
 from mfas.data.prepare.core import FramePolicy, Item, Skip, plan_video
+from mfas.data.prepare.registry import Adapter, Option, frames_option, register_adapter
 from mfas.errors import ConfigError
 
 DATASET, DOMAIN = "CASIA-CeFA", "C"
@@ -27,6 +29,7 @@ RACE_DIRS, MASK_DIRS, RGB_DIRS = ("CeFA-Race", "Ethnicity"), ("CeFA-Mask", "Mask
 RACES = {"1": "AF", "2": "CA", "3": "EA"}
 RACE_PAI = {"1": "bonafide", "2": "print", "3": "print", "4": "replay"}
 MASK_PAI = {"3D-Mask": "mask_rigid", "Silicone-Mask": "mask_flexible"}
+SUBJECT_LIST = "lists/mmfas_cefa_subjects.csv"  # the shipped mmFAS split, by subject
 _SUBJECT = re.compile(r"^(AF|CA|EA)-(\d{3})(?:-\d+)?$")
 
 
@@ -55,7 +58,7 @@ def decode(parts: tuple[str, ...]) -> dict | None:
 
 def mmfas_split() -> dict[tuple[str, str], str]:
     """The shipped mmFAS subject split: ``(group, subject number) -> split`` (tools/make_mmfas_lists.py)."""
-    text = resources.files("mfas.data.prepare").joinpath("lists/mmfas_cefa_subjects.csv").read_text("utf-8")
+    text = resources.files("mfas.data.prepare").joinpath(SUBJECT_LIST).read_text("utf-8")
     return {(r["group"], r["subject"]): r["split"] for r in csv.DictReader(text.splitlines())}
 
 
@@ -79,35 +82,50 @@ def rgb_dir(video: Path) -> Path:
     return video / RGB_DIRS[0]
 
 
-def plan(root: Path, split: str = "mmfas", frames: str = "even:3") -> Iterator[Item | Skip]:
-    """Items for every CeFA video under ``root``.
+@register_adapter("cefa")
+class CefaAdapter(Adapter):
+    description = "CASIA-SURF CeFA folders (race and mask parts), black borders cropped."
+    options = (Option("split", "mmfas", "mmfas (the shipped 6:1:13 subject split), train, val or test."),
+               frames_option("even:3"))
 
-    ``split``: ``mmfas`` assigns train/val/test by subject with the shipped 6:1:13 list; ``train``,
-    ``val`` or ``test`` put everything in that split.
-    """
-    root = Path(root)
-    policy = FramePolicy.parse(frames)
-    table = mmfas_split() if split == "mmfas" else None
-    if table is None and split not in ("train", "val", "test"):
-        raise ConfigError(f"CeFA split must be mmfas, train, val or test, got {split!r}")
-    dirs = list(video_dirs(root))
-    if not dirs:
-        raise ConfigError(f"{root}: no CeFA video folders (expected {RACE_DIRS[0]}/<race>/<race>-<id>/<video>/ "
-                          f"or {MASK_DIRS[0]}/3D-Mask/<id>/<video>/)")
-    for vd in dirs:
-        meta = decode(vd.parts)
-        if meta is None:
-            yield Skip(vd.name, str(vd), "folder name is not a CeFA video name")
-            continue
-        s = table.get((meta["group"], meta["number"])) if table is not None else split
-        if s is None:
-            yield Skip(meta["video"], str(vd), "subject is not in the mmFAS split list")
-            continue
+    def plan(self, root: Path, options: dict) -> Iterator[Item | Skip]:
+        """Items for every CeFA video under ``root``.
 
-        def make(n: int, files: dict, meta=meta, s=s) -> Item:
-            return Item(sample_id=f"C/{meta['video']}/{n:04d}", label=int(meta["pai"] == "bonafide"),
-                        pai=meta["pai"], dataset=DATASET, domain=DOMAIN, split=s, sources=files,
-                        subject=meta["subject"], video=f"C/{meta['video']}", frame=n, crop_border=True)
+        ``split``: ``mmfas`` assigns train/val/test by subject with the shipped 6:1:13 list; ``train``,
+        ``val`` or ``test`` put everything in that split.
+        """
+        split = options["split"]
+        root = Path(root)
+        policy = FramePolicy.parse(options["frames"])
+        table = mmfas_split() if split == "mmfas" else None
+        if table is None and split not in ("train", "val", "test"):
+            raise ConfigError(f"CeFA split must be mmfas, train, val or test, got {split!r}")
+        dirs = list(video_dirs(root))
+        if not dirs:
+            raise ConfigError(f"{root}: no CeFA video folders (expected {RACE_DIRS[0]}/<race>/<race>-<id>/<video>/ "
+                              f"or {MASK_DIRS[0]}/3D-Mask/<id>/<video>/)")
+        for vd in dirs:
+            meta = decode(vd.parts)
+            if meta is None:
+                yield Skip(vd.name, str(vd), "folder name is not a CeFA video name")
+                continue
+            s = table.get((meta["group"], meta["number"])) if table is not None else split
+            if s is None:
+                yield Skip(meta["video"], str(vd), "subject is not in the mmFAS split list")
+                continue
 
-        yield from plan_video({"rgb": rgb_dir(vd), "depth": vd / "depth", "ir": vd / "ir"}, policy, make,
-                              f"C/{meta['video']}")
+            def make(n: int, files: dict, meta=meta, s=s) -> Item:
+                return Item(sample_id=f"C/{meta['video']}/{n:04d}", label=int(meta["pai"] == "bonafide"),
+                            pai=meta["pai"], dataset=DATASET, domain=DOMAIN, split=s, sources=files,
+                            subject=meta["subject"], video=f"C/{meta['video']}", frame=n, crop_border=True)
+
+            yield from plan_video({"rgb": rgb_dir(vd), "depth": vd / "depth", "ir": vd / "ir"}, policy, make,
+                                  f"C/{meta['video']}")
+
+    def inputs(self, options: dict) -> dict[str, str]:
+        """The list files' hashes and, with ``split mmfas``, the shipped subject list's."""
+        out = super().inputs(options)
+        if options["split"] == "mmfas":
+            text = resources.files("mfas.data.prepare").joinpath(SUBJECT_LIST).read_bytes()
+            out[f"mfas:{SUBJECT_LIST}"] = hashlib.sha256(text).hexdigest()
+        return out

@@ -21,15 +21,17 @@ reason, never stored with a hole.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 from mfas.conventions import MODALITIES, PAI_SPECIES, SPLITS
 from mfas.data.images import IMAGE_SUFFIXES
 from mfas.data.prepare.core import Item, Skip
 from mfas.data.prepare.listfiles import read_csv
+from mfas.data.prepare.registry import Adapter, Option, register_adapter
 from mfas.errors import ConfigError
 
+DATASET = "custom"  # the dataset and domain of every sample
 LIVE, ATTACK = ("live", "bonafide", "bona_fide", "real", "1"), ("attack", "spoof", "fake", "0")
 ALIASES = {"rgb": ("rgb", "color", "colour"), "depth": ("depth",), "ir": ("ir", "nir")}
 
@@ -55,49 +57,67 @@ def _files(sample_dir: Path) -> dict[str, Path]:
     return out
 
 
-def plan(root: Path, csv_file: Path | None = None, modalities: Sequence[str] = MODALITIES,
-         dataset: str = "custom", split: str = "train") -> Iterator[Item | Skip]:
-    """Items of a custom folder tree under ``root`` or of ``csv_file``.
+def _names(text: str) -> tuple[str, ...]:
+    """``"rgb, depth"`` -> ``("rgb", "depth")``."""
+    return tuple(m.strip() for m in text.split(","))
 
-    Without split folders, ``root``'s class folders all go to ``split``. In a class folder, a folder is
-    a sample (one file per modality) and a lone image file is an RGB-only sample.
-    """
-    mods = tuple(m for m in MODALITIES if m in modalities)
-    if csv_file is not None:
-        yield from _plan_csv(Path(csv_file), root, mods, dataset, split)
-        return
-    root = Path(root)
-    tops = {s: root / s for s in SPLITS if (root / s).is_dir()}
-    if not tops:
-        if not any(class_of(p.name) for p in root.iterdir() if p.is_dir()):
-            raise ConfigError(f"{root}: expected train/, val/ or test/ folders, or class folders (live/, attack/, "
-                              "print/, ...) for --split; see docs/datasets.md")
-        tops = {split: root}
-    for split, top in tops.items():
-        for cls_dir in sorted(p for p in top.iterdir() if p.is_dir()):
-            cls = class_of(cls_dir.name)
-            if cls is None:
-                yield Skip(cls_dir.name, str(cls_dir), "class folder must be live, attack or a PAI species name")
-                continue
-            for entry in sorted(cls_dir.iterdir()):
-                sid = f"{split}/{cls_dir.name}/{entry.name}"
-                if entry.is_file():  # a lone image: an RGB-only sample
-                    if entry.suffix.lower() not in IMAGE_SUFFIXES:
-                        yield Skip(sid, str(entry), "not an image file")
-                    elif mods != ("rgb",):
-                        yield Skip(sid, str(entry), "a lone image is RGB only: pass --modalities rgb, or put the "
-                                                    "modalities in a folder per sample")
-                    else:
-                        yield Item(sample_id=sid, label=cls[0], pai=cls[1], dataset=dataset, domain=dataset,
-                                   split=split, sources={"rgb": entry}, subject=entry.stem, video=sid)
+
+@register_adapter("folder")
+class FolderAdapter(Adapter):
+    description = "Your own captures: a <split>/<class>/<sample>/ tree or a CSV."
+    options = (Option("csv_file", None, "A CSV of paths and labels instead of a tree.", type=Path, flag="--csv",
+                      input_file=True),
+               Option("modalities", MODALITIES, "The modalities every sample must have (comma separated).",
+                      cli_default=",".join(MODALITIES), parse=_names),
+               Option("split", "train", "The split of a tree without split folders."))
+
+    def plan(self, root: Path, options: dict) -> Iterator[Item | Skip]:
+        """Items of a custom folder tree under ``root`` or of ``csv_file``.
+
+        Without split folders, ``root``'s class folders all go to ``split``. In a class folder, a folder is
+        a sample (one file per modality) and a lone image file is an RGB-only sample.
+        """
+        csv_file, dataset, split = options["csv_file"], DATASET, options["split"]
+        mods = self.modalities(options)
+        if csv_file is not None:
+            yield from _plan_csv(Path(csv_file), root, mods, dataset, split)
+            return
+        root = Path(root)
+        tops = {s: root / s for s in SPLITS if (root / s).is_dir()}
+        if not tops:
+            if not any(class_of(p.name) for p in root.iterdir() if p.is_dir()):
+                raise ConfigError(f"{root}: expected train/, val/ or test/ folders, or class folders (live/, attack/, "
+                                  "print/, ...) for --split; see docs/datasets.md")
+            tops = {split: root}
+        for split, top in tops.items():
+            for cls_dir in sorted(p for p in top.iterdir() if p.is_dir()):
+                cls = class_of(cls_dir.name)
+                if cls is None:
+                    yield Skip(cls_dir.name, str(cls_dir), "class folder must be live, attack or a PAI species name")
                     continue
-                files = _files(entry)
-                lacking = [m for m in mods if m not in files]
-                if lacking:
-                    yield Skip(sid, str(entry), f"missing modality file: {', '.join(lacking)}")
-                    continue
-                yield Item(sample_id=sid, label=cls[0], pai=cls[1], dataset=dataset, domain=dataset, split=split,
-                           sources={m: files[m] for m in mods}, subject=entry.name, video=sid)
+                for entry in sorted(cls_dir.iterdir()):
+                    sid = f"{split}/{cls_dir.name}/{entry.name}"
+                    if entry.is_file():  # a lone image: an RGB-only sample
+                        if entry.suffix.lower() not in IMAGE_SUFFIXES:
+                            yield Skip(sid, str(entry), "not an image file")
+                        elif mods != ("rgb",):
+                            yield Skip(sid, str(entry), "a lone image is RGB only: pass --modalities rgb, or put the "
+                                                        "modalities in a folder per sample")
+                        else:
+                            yield Item(sample_id=sid, label=cls[0], pai=cls[1], dataset=dataset, domain=dataset,
+                                       split=split, sources={"rgb": entry}, subject=entry.stem, video=sid)
+                        continue
+                    files = _files(entry)
+                    lacking = [m for m in mods if m not in files]
+                    if lacking:
+                        yield Skip(sid, str(entry), f"missing modality file: {', '.join(lacking)}")
+                        continue
+                    yield Item(sample_id=sid, label=cls[0], pai=cls[1], dataset=dataset, domain=dataset, split=split,
+                               sources={m: files[m] for m in mods}, subject=entry.name, video=sid)
+
+    def modalities(self, options: dict) -> tuple[str, ...]:
+        """The ``modalities`` option's, in the conventional order."""
+        return tuple(m for m in MODALITIES if m in options["modalities"])
 
 
 def _plan_csv(path: Path, root: Path | None, mods: tuple[str, ...], dataset: str,

@@ -31,7 +31,8 @@ import numpy as np
 
 from mfas.data.prepare.core import FramePolicy, Item, Skip, loader, to_uint8
 from mfas.data.prepare.listfiles import read_csv
-from mfas.errors import ConfigError, DataError
+from mfas.data.prepare.registry import REQUIRED, Adapter, Option, frames_option, register_adapter
+from mfas.errors import ConfigError, DataError, require
 
 DATASET, DOMAIN = "HQ-WMCA", "H"
 GROUPS = {"train": "train", "dev": "val", "validation": "val", "val": "val", "eval": "test", "test": "test"}
@@ -87,7 +88,7 @@ def parse_stream(spec: str) -> tuple[str, int | None]:
 
 
 def _frame(path: str, stream: str, t: int) -> np.ndarray:
-    import h5py
+    h5py = require("h5py", "hdf5", "reading HQ-WMCA HDF5 files")
 
     where = f"{path}[{stream}][{t}]"
     name, band = parse_stream(stream)
@@ -117,7 +118,7 @@ def load_depth(path: str, rgb_stream: str, t: int, backend: str) -> np.ndarray:
 
 
 def _n_frames(path: Path, stream: str) -> int:
-    import h5py
+    h5py = require("h5py", "hdf5", "reading HQ-WMCA HDF5 files")
 
     stream, _ = parse_stream(stream)
     with h5py.File(path, "r") as f:
@@ -126,42 +127,61 @@ def _n_frames(path: Path, stream: str) -> int:
         return int(f[stream].shape[0])
 
 
-def plan(root: Path, protocol_csv: Path, frames: str = "even:10", rgb_stream: str = "color",
-         ir_stream: str = "nir", depth_backend: str = "none") -> Iterator[Item | Skip]:
-    """Items for every video of the protocol CSV, with depth per :func:`depth_rule` and the backend."""
-    root, protocol_csv = Path(root), Path(protocol_csv)
-    policy = FramePolicy.parse(frames)
-    parse_stream(rgb_stream), parse_stream(ir_stream)
-    backend = DepthBackend(depth_backend)
-    rows = read_csv(protocol_csv, {"filepath", "group", "label"}, "with pai (or attack_type) for attacks")
-    for k, r in enumerate(rows, 2):
-        where = f"{protocol_csv}:{k}"
-        rel = r["filepath"].strip()
-        video = f"H/{Path(rel).name}"
-        group = GROUPS.get(r["group"].strip().lower())
-        bona = r["label"].strip().lower() in ("bonafide", "bona fide", "1", "live")
-        cat = (r.get("pai") or r.get("attack_type") or ("bonafide" if bona else "")).strip().lower()
-        pai = CATEGORY_PAI.get(cat)
-        if group is None:
-            yield Skip(video, where, f"unknown group {r['group']!r}")
-            continue
-        if pai is None or (pai == "bonafide") != bona:
-            yield Skip(video, where, f"unknown or contradictory attack category {cat!r} for label {r['label']!r}")
-            continue
-        f = root / rel if rel.endswith((".h5", ".hdf5")) else root / f"{rel}.h5"
-        if not f.is_file():
-            yield Skip(video, str(f), "missing stream file")
-            continue
-        try:
-            n = min(_n_frames(f, rgb_stream), _n_frames(f, ir_stream))
-        except (DataError, OSError) as e:
-            yield Skip(video, str(f), getattr(e, "reason", str(e)))
-            continue
-        chosen, _ = policy.select(range(n))
-        for t in chosen:
-            src = {"rgb": ("hqwmca", str(f), rgb_stream, t), "ir": ("hqwmca", str(f), ir_stream, t)}
-            if depth_rule(pai) == "reconstruct" and backend.available:
-                src["depth"] = ("hqwmca_depth", str(f), rgb_stream, t, backend.spec)
-            yield Item(sample_id=f"{video}/{t}", label=int(bona), pai=pai, dataset=DATASET, domain=DOMAIN,
-                       split=group, sources=src, subject=f"H/{r.get('client_id', '').strip()}", video=video,
-                       frame=t)
+@register_adapter("hqwmca")
+class HqwmcaAdapter(Adapter):
+    description = "HQ-WMCA stream files + protocol CSV, depth completion by rule and backend."
+    options = (Option("protocol_csv", REQUIRED, "The protocol CSV (grand_test, unseen-attack, ...). Required.",
+                      type=Path, input_file=True),
+               frames_option("even:10"),
+               Option("rgb_stream", "color", "RGB stream name."),
+               Option("ir_stream", "nir", "The stream in the ir slot: NAME or NAME:BAND (e.g. swir:1, SWIR as in the "
+                                          "mmFAS paper)."),
+               Option("depth_backend", "none", "none or module:function (RGB -> depth)."))
+
+    def plan(self, root: Path, options: dict) -> Iterator[Item | Skip]:
+        """Items for every video of the protocol CSV, with depth per :func:`depth_rule` and the backend."""
+        protocol_csv, frames, rgb_stream = options["protocol_csv"], options["frames"], options["rgb_stream"]
+        ir_stream, depth_backend = options["ir_stream"], options["depth_backend"]
+        root, protocol_csv = Path(root), Path(protocol_csv)
+        policy = FramePolicy.parse(frames)
+        parse_stream(rgb_stream), parse_stream(ir_stream)
+        backend = DepthBackend(depth_backend)
+        rows = read_csv(protocol_csv, {"filepath", "group", "label"}, "with pai (or attack_type) for attacks")
+        for k, r in enumerate(rows, 2):
+            where = f"{protocol_csv}:{k}"
+            rel = r["filepath"].strip()
+            video = f"H/{Path(rel).name}"
+            group = GROUPS.get(r["group"].strip().lower())
+            bona = r["label"].strip().lower() in ("bonafide", "bona fide", "1", "live")
+            cat = (r.get("pai") or r.get("attack_type") or ("bonafide" if bona else "")).strip().lower()
+            pai = CATEGORY_PAI.get(cat)
+            if group is None:
+                yield Skip(video, where, f"unknown group {r['group']!r}")
+                continue
+            if pai is None or (pai == "bonafide") != bona:
+                yield Skip(video, where, f"unknown or contradictory attack category {cat!r} for label {r['label']!r}")
+                continue
+            f = root / rel if rel.endswith((".h5", ".hdf5")) else root / f"{rel}.h5"
+            if not f.is_file():
+                yield Skip(video, str(f), "missing stream file")
+                continue
+            try:
+                n = min(_n_frames(f, rgb_stream), _n_frames(f, ir_stream))
+            except (DataError, OSError) as e:
+                yield Skip(video, str(f), getattr(e, "reason", str(e)))
+                continue
+            chosen, _ = policy.select(range(n))
+            for t in chosen:
+                src = {"rgb": ("hqwmca", str(f), rgb_stream, t), "ir": ("hqwmca", str(f), ir_stream, t)}
+                if depth_rule(pai) == "reconstruct" and backend.available:
+                    src["depth"] = ("hqwmca_depth", str(f), rgb_stream, t, backend.spec)
+                yield Item(sample_id=f"{video}/{t}", label=int(bona), pai=pai, dataset=DATASET, domain=DOMAIN,
+                           split=group, sources=src, subject=f"H/{r.get('client_id', '').strip()}", video=video,
+                           frame=t)
+
+    def provenance(self, options: dict) -> dict:
+        """Which stream fills the ``ir`` slot, and where depth comes from."""
+        backend = options["depth_backend"]
+        return {"ir_slot": f"HQ-WMCA stream {options['ir_stream']!r}",
+                "depth": ("reconstructed from RGB by " + backend if backend != "none"
+                          else "absent for every sample: no reconstruction backend (depth_backend none)")}

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 from mfas.data.prepare import cefa, padisi, surf, wmca
 from mfas.data.prepare.core import FramePolicy, Item, Skip, frames_in, plan_video
 from mfas.data.prepare.listfiles import detect_format, read_csv, read_lines, split_from_name
+from mfas.data.prepare.registry import REQUIRED, Adapter, Option, frames_option, register_adapter
 from mfas.errors import ConfigError
 
 DATASETS = {"C": cefa.DATASET, "P": padisi.DATASET, "S": surf.DATASET, "W": wmca.DATASET}
@@ -75,29 +76,40 @@ def _padisi_gt(path: str | Path | None) -> dict[str, str]:
     return {Path(r["file"]).name: r["ground_truth"] for r in rows}
 
 
-def plan(root: Path, lists: Sequence[Path], fmt: str = "auto", split: str | None = None, frames: str = "even:3",
-         ground_truth: str | Path | None = None) -> Iterator[Item | Skip]:
-    """Items for every line of ``lists`` (one split per file, from its name unless ``split`` is given)."""
-    root = Path(root)
-    if not lists:
-        raise ConfigError("pass at least one --list file")
-    policy = FramePolicy.parse(frames)
-    gt = _padisi_gt(ground_truth)
-    seen: Counter = Counter()
-    for lf in lists:
-        s = split or split_from_name(lf)
-        lines = list(read_lines(lf, min_fields=2))
-        if not lines:
-            continue
-        f = detect_format([x for _, x in lines]) if fmt == "auto" else fmt
-        if f not in ("mmdg", "casia-fas"):
-            raise ConfigError(f"list format must be auto, mmdg or casia-fas, got {fmt!r}")
-        for ln, fields in lines:
-            where = f"{lf}:{ln}"
-            if f == "mmdg":
-                yield from _mmdg_line(root, fields, s, where, seen, gt)
-            else:
-                yield from _casia_line(root, fields, s, where, policy)
+@register_adapter("lists")
+class ListsAdapter(Adapter):
+    description = "MMDG benchmark lists and CASIA-FAS protocol lists, paths under --root."
+    options = (Option("lists", REQUIRED, "A list file (repeatable); its split comes from its name unless --split "
+                                         "is given.", type=list[Path], flag="--list", cli_default=[], input_file=True),
+               Option("fmt", "auto", "auto, mmdg or casia-fas.", flag="--format"),
+               Option("split", None, "The split of every --list file (default: from the file's name)."),
+               frames_option("even:3"),
+               Option("ground_truth", None, "A CSV (columns file, ground_truth) mapping P list files to PADISI PAI "
+                                            "codes.", input_file=True))
+
+    def plan(self, root: Path, options: dict) -> Iterator[Item | Skip]:
+        """Items for every line of ``lists`` (one split per file, from its name unless ``split`` is given)."""
+        lists, fmt, split, frames = options["lists"], options["fmt"], options["split"], options["frames"]
+        root = Path(root)
+        if not lists:
+            raise ConfigError("pass at least one --list file")
+        policy = FramePolicy.parse(frames)
+        gt = _padisi_gt(options["ground_truth"])
+        seen: Counter = Counter()
+        for lf in lists:
+            s = split or split_from_name(lf)
+            lines = list(read_lines(lf, min_fields=2))
+            if not lines:
+                continue
+            f = detect_format([x for _, x in lines]) if fmt == "auto" else fmt
+            if f not in ("mmdg", "casia-fas"):
+                raise ConfigError(f"list format must be auto, mmdg or casia-fas, got {fmt!r}")
+            for ln, fields in lines:
+                where = f"{lf}:{ln}"
+                if f == "mmdg":
+                    yield from _mmdg_line(root, fields, s, where, seen, gt)
+                else:
+                    yield from _casia_line(root, fields, s, where, policy)
 
 
 def _mmdg_line(root: Path, fields: list[str], split: str, where: str, seen: Counter,

@@ -30,6 +30,7 @@ import numpy as np
 
 from mfas.data.prepare.core import Item, Skip, loader, to_uint8
 from mfas.data.prepare.listfiles import read_csv
+from mfas.data.prepare.registry import Adapter, Option, register_adapter
 from mfas.errors import ConfigError, DataError
 
 DATASET, DOMAIN = "PADISI-Face", "P"
@@ -89,42 +90,51 @@ def _find(root: Path, name: str, default: str) -> Path:
     return p
 
 
-def plan(root: Path, partition: str = "", ground_truth: str = "") -> Iterator[Item | Skip]:
-    """Items for every trial of the partition file, with PAI and subject from the ground truth.
+@register_adapter("padisi")
+class PadisiAdapter(Adapter):
+    description = "PADISI-Face .npz samples + ground truth and partition CSVs."
+    options = (Option("partition", "", "Partition CSV (default ..._3folds_part0.csv, found under --root).",
+                      input_file=True),
+               Option("ground_truth", "", "Ground-truth CSV (default padisi_USC_FACE_ground_truth.csv, found under "
+                                          "--root).", input_file=True))
 
-    ``partition`` / ``ground_truth``: file paths; by default the ``..._3folds_part0.csv`` (the partition
-    of the MMDG P lists: 1,090 / 272 / 667) and ``..._ground_truth.csv`` found under ``root``.
-    """
-    root = Path(root)
-    gt_path = _find(root, ground_truth, "padisi_USC_FACE_ground_truth.csv")
-    part_path = _find(root, partition, "padisi_USC_FACE_dataset_partition_3folds_part0.csv")
-    gt = {r["trial_id"]: r for r in read_csv(gt_path, {"transaction_id", "trial_id", "ground_truth"})}
-    parts = read_csv(part_path, {"trial_id", "partition_name"})
-    index: dict[str, Path] = {}
-    for p in root.rglob("*.npz"):
-        index.setdefault(p.stem, p)
-        index.setdefault(f"{p.parent.name}_{p.stem}", p)
-    if not index:
-        raise ConfigError(f"{root}: no .npz files")
-    for k, r in enumerate(parts, 2):
-        tid = r["trial_id"].strip()
-        where = f"{part_path}:{k}"
-        split = PARTITIONS.get(r["partition_name"].strip().lower())
-        g = gt.get(tid)
-        if split is None:
-            yield Skip(tid, where, f"unknown partition {r['partition_name']!r}")
-            continue
-        if g is None:
-            yield Skip(tid, where, "trial not in the ground-truth file")
-            continue
-        pai = pai_of(g["ground_truth"])
-        if pai is None:
-            yield Skip(tid, where, f"unknown PADISI PAI code {g['ground_truth']!r}")
-            continue
-        f = index.get(tid) or index.get(f"{g['transaction_id']}_{tid}")
-        if f is None:
-            yield Skip(tid, str(root / f"{tid}.npz"), "missing sample file (no npz for this trial)")
-            continue
-        subj = g.get("participant_id") or g["transaction_id"]
-        yield Item(sample_id=f"P/{tid}", label=int(pai == "bonafide"), pai=pai, dataset=DATASET, domain=DOMAIN,
-                   split=split, sources=sources(f), subject=f"P/{subj}", video=f"P/{tid}", frame=0)
+    def plan(self, root: Path, options: dict) -> Iterator[Item | Skip]:
+        """Items for every trial of the partition file, with PAI and subject from the ground truth.
+
+        ``partition`` / ``ground_truth``: file paths; by default the ``..._3folds_part0.csv`` (the partition
+        of the MMDG P lists: 1,090 / 272 / 667) and ``..._ground_truth.csv`` found under ``root``.
+        """
+        partition, ground_truth = options["partition"], options["ground_truth"]
+        root = Path(root)
+        gt_path = _find(root, ground_truth, "padisi_USC_FACE_ground_truth.csv")
+        part_path = _find(root, partition, "padisi_USC_FACE_dataset_partition_3folds_part0.csv")
+        gt = {r["trial_id"]: r for r in read_csv(gt_path, {"transaction_id", "trial_id", "ground_truth"})}
+        parts = read_csv(part_path, {"trial_id", "partition_name"})
+        index: dict[str, Path] = {}
+        for p in root.rglob("*.npz"):
+            index.setdefault(p.stem, p)
+            index.setdefault(f"{p.parent.name}_{p.stem}", p)
+        if not index:
+            raise ConfigError(f"{root}: no .npz files")
+        for k, r in enumerate(parts, 2):
+            tid = r["trial_id"].strip()
+            where = f"{part_path}:{k}"
+            split = PARTITIONS.get(r["partition_name"].strip().lower())
+            g = gt.get(tid)
+            if split is None:
+                yield Skip(tid, where, f"unknown partition {r['partition_name']!r}")
+                continue
+            if g is None:
+                yield Skip(tid, where, "trial not in the ground-truth file")
+                continue
+            pai = pai_of(g["ground_truth"])
+            if pai is None:
+                yield Skip(tid, where, f"unknown PADISI PAI code {g['ground_truth']!r}")
+                continue
+            f = index.get(tid) or index.get(f"{g['transaction_id']}_{tid}")
+            if f is None:
+                yield Skip(tid, str(root / f"{tid}.npz"), "missing sample file (no npz for this trial)")
+                continue
+            subj = g.get("participant_id") or g["transaction_id"]
+            yield Item(sample_id=f"P/{tid}", label=int(pai == "bonafide"), pai=pai, dataset=DATASET, domain=DOMAIN,
+                       split=split, sources=sources(f), subject=f"P/{subj}", video=f"P/{tid}", frame=0)

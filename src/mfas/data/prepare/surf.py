@@ -23,6 +23,7 @@ from pathlib import Path
 
 from mfas.data.prepare.core import FramePolicy, Item, Skip, plan_video
 from mfas.data.prepare.listfiles import read_lines, split_from_name
+from mfas.data.prepare.registry import Adapter, Option, frames_option, register_adapter
 from mfas.errors import ConfigError
 
 DATASET, DOMAIN = "CASIA-SURF", "S"
@@ -60,31 +61,42 @@ def _base(root: Path) -> Path:
     return root / "CASIA-SURF-CROP" if (root / "CASIA-SURF-CROP").is_dir() else root
 
 
-def plan(root: Path, frames: str = "even:3", lists: Sequence[Path] = (), columns: str = "rgb,ir,depth",
-         split: str | None = None) -> Iterator[Item | Skip]:
-    """Items from the cropped release under ``root``, or from challenge ``lists`` resolved under ``root``."""
-    root = Path(root)
-    if lists:
-        yield from _plan_lists(root, lists, columns, split)
-        return
-    policy = FramePolicy.parse(frames)
-    base = _base(root)
-    dirs = sorted(p for p in base.glob("*_part/*_part/*/*.rssdk") if p.is_dir())
-    if not dirs:
-        raise ConfigError(f"{root}: no CASIA-SURF videos (expected real_part/real_train_part/<ID>/real.rssdk/color/)")
-    for vd in dirs:
-        meta = decode(vd.parts)
-        if meta is None:
-            yield Skip(vd.name, str(vd), "not a CASIA-SURF video folder name")
-            continue
+@register_adapter("surf")
+class SurfAdapter(Adapter):
+    description = "CASIA-SURF cropped release, or its challenge list files."
+    options = (frames_option("even:3"),
+               Option("lists", (), "A challenge list file (repeatable) instead of the release tree; its split comes "
+                                   "from its name unless --split is given.", type=list[Path], flag="--list",
+                      input_file=True),
+               Option("columns", "rgb,ir,depth", "Lists: the modality of each path column when the path does not "
+                                                 "name it."),
+               Option("split", None, "Lists: the split of every --list file (default: from the file's name)."))
 
-        def make(n: int, files: dict, meta=meta) -> Item:
-            return Item(sample_id=f"{meta['video']}/{meta['split']}/{n}", label=int(meta["pai"] == "bonafide"),
-                        pai=meta["pai"], dataset=DATASET, domain=DOMAIN, split=split or meta["split"],
-                        sources=files, subject=meta["subject"], video=meta["video"], frame=n)
+    def plan(self, root: Path, options: dict) -> Iterator[Item | Skip]:
+        """Items from the cropped release under ``root``, or from challenge ``lists`` resolved under ``root``."""
+        root, split = Path(root), options["split"]
+        if options["lists"]:
+            yield from _plan_lists(root, options["lists"], options["columns"], split)
+            return
+        policy = FramePolicy.parse(options["frames"])
+        base = _base(root)
+        dirs = sorted(p for p in base.glob("*_part/*_part/*/*.rssdk") if p.is_dir())
+        if not dirs:
+            raise ConfigError(f"{root}: no CASIA-SURF videos (expected real_part/real_train_part/<ID>/real.rssdk/"
+                              "color/)")
+        for vd in dirs:
+            meta = decode(vd.parts)
+            if meta is None:
+                yield Skip(vd.name, str(vd), "not a CASIA-SURF video folder name")
+                continue
 
-        yield from plan_video({"rgb": vd / "color", "depth": vd / "depth", "ir": vd / "ir"}, policy, make,
-                              meta["video"])
+            def make(n: int, files: dict, meta=meta) -> Item:
+                return Item(sample_id=f"{meta['video']}/{meta['split']}/{n}", label=int(meta["pai"] == "bonafide"),
+                            pai=meta["pai"], dataset=DATASET, domain=DOMAIN, split=split or meta["split"],
+                            sources=files, subject=meta["subject"], video=meta["video"], frame=n)
+
+            yield from plan_video({"rgb": vd / "color", "depth": vd / "depth", "ir": vd / "ir"}, policy, make,
+                                  meta["video"])
 
 
 def _plan_lists(root: Path, lists: Sequence[Path], columns: str, split: str | None) -> Iterator[Item | Skip]:

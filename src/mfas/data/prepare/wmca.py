@@ -24,7 +24,8 @@ import numpy as np
 
 from mfas.data.prepare.core import FramePolicy, Item, Skip, choose_frames, loader, to_uint8
 from mfas.data.prepare.listfiles import read_csv
-from mfas.errors import ConfigError, DataError
+from mfas.data.prepare.registry import Adapter, Option, frames_option, register_adapter
+from mfas.errors import ConfigError, DataError, require
 
 DATASET, DOMAIN = "WMCA", "W"
 GROUPS = {"train": "train", "dev": "val", "devel": "val", "validation": "val", "eval": "test", "test": "test"}
@@ -58,7 +59,7 @@ def decode(video: str) -> dict | None:
 
 def frame_keys(path: Path) -> dict[int, str]:
     """``{frame number: HDF5 key}`` of a face-station file (``Frame_<n>`` groups)."""
-    import h5py
+    h5py = require("h5py", "hdf5", "reading WMCA HDF5 files")
 
     with h5py.File(path, "r") as f:
         return {int(k.split("_", 1)[1]): k for k in f if k.startswith("Frame_") and k.split("_", 1)[1].isdigit()}
@@ -67,7 +68,7 @@ def frame_keys(path: Path) -> dict[int, str]:
 @loader("h5frame")
 def load_frame(path: str | Path, key: str, channels: tuple[int, ...]) -> np.ndarray:
     """Channels of one frame's ``array`` as uint8 H x W (one channel) or H x W x 3 (three)."""
-    import h5py
+    h5py = require("h5py", "hdf5", "reading WMCA HDF5 files")
 
     where = f"{path}[{key}]"
     with h5py.File(path, "r") as f:
@@ -100,55 +101,64 @@ def default_protocol(root: Path) -> Path:
     raise ConfigError(f"{root}: no PROTOCOL-grandtest.csv; pass --protocol-csv (grandtest or LOO CSV)")
 
 
-def plan(root: Path, protocol_csv: Path | None = None, frames: str = "even:3",
-         rgb_source: str = "rgb-station") -> Iterator[Item | Skip]:
-    """Items for every video of the protocol CSV.
+@register_adapter("wmca")
+class WmcaAdapter(Adapter):
+    description = "WMCA preprocessed face-station HDF5 + grandtest / leave-one-attack-out CSVs."
+    options = (Option("protocol_csv", None, "The protocol CSV (grandtest or leave-one-attack-out; default "
+                                            "PROTOCOL-grandtest.csv under --root).", type=Path, input_file=True),
+               frames_option("even:3"),
+               Option("rgb_source", "rgb-station", "rgb-station or cdit (the CDIT grey channel, for users without "
+                                                   "the RGB tree)."))
 
-    ``rgb_source``: ``rgb-station`` (the RGB camera's file, the default) or ``cdit`` (the CDIT station's
-    first channel repeated to three, for users without the RGB tree).
-    """
-    root = Path(root)
-    if rgb_source not in ("rgb-station", "cdit"):
-        raise ConfigError(f"rgb_source must be rgb-station or cdit, got {rgb_source!r}")
-    policy = FramePolicy.parse(frames)
-    rows = read_protocol(protocol_csv or default_protocol(root))
-    for k, r in enumerate(rows, 2):
-        fp = r["filepath"].strip()
-        where = f"{protocol_csv or 'protocol'}:{k}"
-        rel = Path(*Path(fp).parts[1:]) if Path(fp).parts[0] == "face-station" else Path(fp)
-        video = f"W/{rel.name}"
-        meta = decode(rel.name)
-        group = GROUPS.get(r["group"].strip().lower())
-        label = r["label"].strip().lower()
-        if meta is None:
-            yield Skip(video, where, f"unknown WMCA attack code in {rel.name!r}")
-            continue
-        if group is None:
-            yield Skip(video, where, f"unknown group {r['group']!r} (expected train, dev or eval)")
-            continue
-        if (label == "bonafide") != (meta["pai"] == "bonafide"):
-            yield Skip(video, where, f"label {label!r} contradicts the video code {rel.name}")
-            continue
-        cdit = root / "preprocessed-face-station_CDIT" / rel.with_suffix(".hdf5")
-        rgbf = root / "preprocessed-face-station_RGB" / rel.with_suffix(".hdf5")
-        files = {"cdit": cdit} if rgb_source == "cdit" else {"cdit": cdit, "rgb": rgbf}
-        missing = [str(p) for p in files.values() if not p.is_file()]
-        if missing:
-            yield Skip(video, missing[0], "missing modality file (HDF5 not found)")
-            continue
-        try:
-            keys = {n: frame_keys(p) for n, p in files.items()}
-        except OSError as e:
-            yield Skip(video, str(cdit), f"cannot read HDF5: {e}")
-            continue
-        chosen, skips = choose_frames({f"{n} station": v for n, v in keys.items()}, policy, video,
-                                      {f"{n} station": str(p) for n, p in files.items()})
-        yield from skips
-        for n in chosen:
-            src = {"depth": ("h5frame", str(cdit), keys["cdit"][n], (1,)),
-                   "ir": ("h5frame", str(cdit), keys["cdit"][n], (2,)),
-                   "rgb": ("h5frame", str(rgbf), keys["rgb"][n], (0, 1, 2)) if rgb_source == "rgb-station"
-                   else ("h5frame", str(cdit), keys["cdit"][n], (0, 0, 0))}
-            yield Item(sample_id=f"{video}/{n}", label=int(meta["pai"] == "bonafide"), pai=meta["pai"],
-                       dataset=DATASET, domain=DOMAIN, split=group, sources=src, subject=meta["subject"],
-                       video=video, frame=n)
+    def plan(self, root: Path, options: dict) -> Iterator[Item | Skip]:
+        """Items for every video of the protocol CSV.
+
+        ``rgb_source``: ``rgb-station`` (the RGB camera's file, the default) or ``cdit`` (the CDIT station's
+        first channel repeated to three, for users without the RGB tree).
+        """
+        protocol_csv, frames, rgb_source = options["protocol_csv"], options["frames"], options["rgb_source"]
+        root = Path(root)
+        if rgb_source not in ("rgb-station", "cdit"):
+            raise ConfigError(f"rgb_source must be rgb-station or cdit, got {rgb_source!r}")
+        policy = FramePolicy.parse(frames)
+        rows = read_protocol(protocol_csv or default_protocol(root))
+        for k, r in enumerate(rows, 2):
+            fp = r["filepath"].strip()
+            where = f"{protocol_csv or 'protocol'}:{k}"
+            rel = Path(*Path(fp).parts[1:]) if Path(fp).parts[0] == "face-station" else Path(fp)
+            video = f"W/{rel.name}"
+            meta = decode(rel.name)
+            group = GROUPS.get(r["group"].strip().lower())
+            label = r["label"].strip().lower()
+            if meta is None:
+                yield Skip(video, where, f"unknown WMCA attack code in {rel.name!r}")
+                continue
+            if group is None:
+                yield Skip(video, where, f"unknown group {r['group']!r} (expected train, dev or eval)")
+                continue
+            if (label == "bonafide") != (meta["pai"] == "bonafide"):
+                yield Skip(video, where, f"label {label!r} contradicts the video code {rel.name}")
+                continue
+            cdit = root / "preprocessed-face-station_CDIT" / rel.with_suffix(".hdf5")
+            rgbf = root / "preprocessed-face-station_RGB" / rel.with_suffix(".hdf5")
+            files = {"cdit": cdit} if rgb_source == "cdit" else {"cdit": cdit, "rgb": rgbf}
+            missing = [str(p) for p in files.values() if not p.is_file()]
+            if missing:
+                yield Skip(video, missing[0], "missing modality file (HDF5 not found)")
+                continue
+            try:
+                keys = {n: frame_keys(p) for n, p in files.items()}
+            except OSError as e:
+                yield Skip(video, str(cdit), f"cannot read HDF5: {e}")
+                continue
+            chosen, skips = choose_frames({f"{n} station": v for n, v in keys.items()}, policy, video,
+                                          {f"{n} station": str(p) for n, p in files.items()})
+            yield from skips
+            for n in chosen:
+                src = {"depth": ("h5frame", str(cdit), keys["cdit"][n], (1,)),
+                       "ir": ("h5frame", str(cdit), keys["cdit"][n], (2,)),
+                       "rgb": ("h5frame", str(rgbf), keys["rgb"][n], (0, 1, 2)) if rgb_source == "rgb-station"
+                       else ("h5frame", str(cdit), keys["cdit"][n], (0, 0, 0))}
+                yield Item(sample_id=f"{video}/{n}", label=int(meta["pai"] == "bonafide"), pai=meta["pai"],
+                           dataset=DATASET, domain=DOMAIN, split=group, sources=src, subject=meta["subject"],
+                           video=video, frame=n)
