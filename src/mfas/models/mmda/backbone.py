@@ -25,10 +25,20 @@ from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
 from mfas.errors import ConfigError
 
+
+def clip_config(arch: str) -> dict:
+    """open_clip's sizes of a CLIP architecture (e.g. ``ViT-B-16``) in our form ``{"embed_dim", "vision",
+    "text"}``; sizes given as data to :func:`build_clip` and stored in a bundle's ``model.json``."""
+    import open_clip
+
+    cfg = open_clip.get_model_config(arch)
+    if not cfg or "vision_cfg" not in cfg or "text_cfg" not in cfg:
+        raise ConfigError(f"open_clip has no CLIP architecture {arch!r}")
+    return {"embed_dim": int(cfg["embed_dim"]), "vision": dict(cfg["vision_cfg"]), "text": dict(cfg["text_cfg"])}
+
+
 #: CLIP ViT-B/16 as OpenAI released it (open_clip's ``ViT-B-16``); MMDA's backbone.
-VIT_B_16 = {"embed_dim": 512,
-            "vision": {"image_size": 224, "layers": 12, "width": 768, "patch_size": 16},
-            "text": {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12}}
+VIT_B_16 = clip_config("ViT-B-16")
 
 
 def build_clip(cfg: dict, quick_gelu: bool = True) -> CLIP:
@@ -40,8 +50,9 @@ def build_clip(cfg: dict, quick_gelu: bool = True) -> CLIP:
         raise ConfigError(f"bad CLIP configuration {cfg!r}: {e}") from None
 
 
-def _strip(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    for key in ("state_dict", "model", "module"):
+def _strip(sd: dict) -> dict[str, torch.Tensor]:
+    """What open_clip's reader leaves: other wrappers (``model``, ``module``) and a ``model.`` prefix."""
+    for key in ("model", "module"):
         if key in sd and isinstance(sd[key], dict):
             sd = sd[key]
     return {re.sub(r"^(module\.|model\.)", "", k): v for k, v in sd.items() if torch.is_tensor(v)}
@@ -103,17 +114,16 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a CLIP checkpoint file in open_clip, OpenAI or Hugging Face layout, in open_clip's names."""
     if not path.is_file():
         raise ConfigError(f"pretrained weights {path}: no such file")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    from open_clip.factory import load_state_dict
 
-            sd = load_file(str(path))
-        elif zipfile.is_zipfile(path) and any(n.endswith("constants.pkl") for n in zipfile.ZipFile(path).namelist()):
-            with warnings.catch_warnings():  # TorchScript is deprecated, but it is how OpenAI released CLIP
+    try:
+        if zipfile.is_zipfile(path) and any(n.endswith("constants.pkl") for n in zipfile.ZipFile(path).namelist()):
+            # open_clip's reader refuses TorchScript under weights_only; OpenAI released CLIP that way
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
                 sd = torch.jit.load(str(path), map_location="cpu").state_dict()
-        else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
+        else:  # safetensors, or torch.load(weights_only=True); unwraps ``state_dict`` and ``module.``
+            sd = load_state_dict(str(path), device="cpu", weights_only=True)
     except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError) as e:
         raise ConfigError(f"pretrained weights {path}: cannot be read ({str(e).splitlines()[0]})") from None
     if not isinstance(sd, dict):
