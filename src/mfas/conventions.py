@@ -17,7 +17,6 @@ MODALITY_CHANNELS: dict[str, int] = {"rgb": 3, "depth": 1, "ir": 1, "thermal": 1
 
 #: label = 1 is bona fide (live), label = 0 is an attack. Scores are P(bona fide).
 BONAFIDE: int = 1
-ATTACK: int = 0
 
 #: Presentation attack instrument species, one string per sample.
 PAI_SPECIES: tuple[str, ...] = (
@@ -32,11 +31,6 @@ PAI_SPECIES: tuple[str, ...] = (
     "makeup",
     "other",
 )
-
-ATTACK_SPECIES: tuple[str, ...] = PAI_SPECIES[1:]
-
-#: Identity and provenance fields every sample carries.
-IDENTITY_FIELDS: tuple[str, ...] = ("dataset", "domain", "split", "subject", "video", "frame")
 
 #: Canonical split names. Adapters map a dataset's own names (dev, eval, ...) onto these.
 SPLITS: tuple[str, ...] = ("train", "val", "test")

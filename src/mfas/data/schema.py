@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mfas.conventions import MODALITIES, PAI_SPECIES, SPLITS
+from mfas.conventions import BONAFIDE, MODALITIES, PAI_SPECIES, SPLITS
 from mfas.errors import DataError
 
 ImageInput = np.ndarray | str | Path
@@ -47,7 +47,7 @@ class Sample:
             raise DataError(where, f"label must be 1 (bona fide) or 0 (attack), got {self.label!r}")
         if self.pai not in PAI_SPECIES:
             raise DataError(where, f"unknown PAI species {self.pai!r}; known: {', '.join(PAI_SPECIES)}")
-        if (self.label == 1) != (self.pai == "bonafide"):
+        if (self.label == BONAFIDE) != (self.pai == "bonafide"):
             raise DataError(where, f"label {self.label} contradicts PAI species {self.pai!r}")
         if self.split not in SPLITS:
             raise DataError(where, f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
