@@ -21,7 +21,8 @@ from engine_helpers import tiny_config
 from mfas.engine.config import apply_overrides, load_config, validate_config
 from mfas.engine.evaluation import read_scores
 from mfas.engine.io import AtomicCheckpointIO, load_bundle
-from mfas.engine.train import evaluate_run, train
+from mfas.engine.run_eval import evaluate_run
+from mfas.engine.train import train
 from mfas.errors import ConfigError, DataError, MfasError
 
 MFAS = [sys.executable, "-m", "mfas.cli.main"]
@@ -135,8 +136,11 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run / "model.safetensors"))
 
 
-def test_resume_after_kill_matches_uninterrupted(sim_store: Path, tmp_path: Path):
-    sections = {"trainer": {"max_epochs": 5}, "data": {"batches_per_epoch": 12}}
+@pytest.mark.parametrize("selection", ["last", "best_source_val"])
+def test_resume_after_kill_matches_uninterrupted(sim_store: Path, tmp_path: Path, selection: str):
+    """Killed after its first last.ckpt and resumed, a run ends with the uninterrupted run's weights; under a
+    best-epoch selection also with its selected epoch, from the best-weights file that last.ckpt names."""
+    sections = {"trainer": {"max_epochs": 5}, "data": {"batches_per_epoch": 12}, "eval": {"selection": selection}}
     full = train(tiny_config(sim_store, tmp_path, name="full", **sections))
     cfg = tiny_config(sim_store, tmp_path, name="cut", **sections)
     cfg_path = tmp_path / "cut.yaml"
@@ -160,6 +164,14 @@ def test_resume_after_kill_matches_uninterrupted(sim_store: Path, tmp_path: Path
     assert ma["threshold_free"]["n_per_species"] == mb["threshold_free"]["n_per_species"]
     for k in ("auc", "eer", "eer_threshold", "tpr_at_fpr_1", "acc_at_bpcer_1"):
         assert ma["threshold_free"][k] == pytest.approx(mb["threshold_free"][k], abs=1e-6)
+    sa = json.loads((full / "model.json").read_text())["selection"]
+    sb = json.loads((tmp_path / "cut" / "model.json").read_text())["selection"]
+    assert sa["epoch"] == sb["epoch"] and sa["history"] == sb["history"]
+    best = sorted(p.name for p in (tmp_path / "cut").glob("best-*"))
+    assert best == ([] if selection == "last" else [f"best-epoch{sb['epoch']}.safetensors"])
+    ck = torch.load(tmp_path / "cut" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ck["mfas"]["best_epoch"] == (-1 if selection == "last" else sb["epoch"])
+    assert not any(k.startswith("mfas_best") for k in ck)  # the best weights live in their own file
 
 
 SLOW_SAVE = """

@@ -12,8 +12,11 @@ from typer.testing import CliRunner
 from engine_helpers import tiny_config
 from mfas.cli.main import app
 from mfas.data import open_store
-from mfas.engine.explain import find_samples, grad_cam, run_stores, tsne_dataset
+from mfas.engine.gradcam import grad_cam
 from mfas.engine.predict import Predictor
+from mfas.engine.resolve import run_stores
+from mfas.engine.samples import find_samples
+from mfas.engine.tsne import final_features, modal_features, tsne_dataset
 from mfas.errors import MfasError
 
 TINY = {"img_size": 32, "patch_size": 8, "dim": 24, "depth": 1, "num_heads": 2, "fusion_depth": 2}
@@ -85,3 +88,15 @@ def test_tsne_draws_both_classes_and_writes_a_figure(run: Path, tmp_path: Path):
                                    "--data", "sim:test"])
     assert res.exit_code == 0, res.output
     assert out.stat().st_size > 0 and "30 samples" in " ".join(res.output.split())
+
+
+def test_tsne_reads_only_the_feature_contract(run: Path):
+    pred = Predictor(run)
+    ds = tsne_dataset(run, run_stores(run), None, limit=4, seed=0)
+    feats, labels = modal_features(pred, ds, 4)
+    assert list(feats) == ["rgb", "depth", "ir"] and all(v.shape == (4, TINY["dim"]) for v in feats.values())
+    x, labels2, domains = final_features(pred, ds, 4)  # `embedding`: mmFAS's fused feature
+    assert x.shape == (4, pred.model.num_features) and np.array_equal(labels, labels2) and set(domains) == {"W"}
+    pred.model.modal_features = False  # a model without per-modality features: a clear error naming it
+    with pytest.raises(MfasError, match="cls_rgb, cls_depth, cls_ir, which model 'mmfas-tiny' does not provide"):
+        modal_features(pred, ds, 4)

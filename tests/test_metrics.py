@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -10,10 +12,14 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from mfas.errors import MetricError
 from mfas.metrics import (
+    Metric,
     accuracy_at_bpcer,
     bootstrap_ci,
+    bootstrap_cis,
     bpcer_at_apcer,
     choose_threshold,
+    confidence_intervals,
+    definitions,
     eer,
     error_curve,
     evaluate_scores,
@@ -21,6 +27,7 @@ from mfas.metrics import (
     mean_std,
     rates_at,
     roc_auc,
+    threshold_free,
     tpr_at_fpr,
     weighted_average,
 )
@@ -204,6 +211,96 @@ def test_bootstrap_interval_brackets_value_and_is_deterministic():
     assert a["high"] - a["low"] < 0.2
     g = bootstrap_ci(roc_auc, y, s, groups=np.arange(400) // 4 * 2 + y, n_boot=100)
     assert g["low"] < g["value"] < g["high"]
+
+
+def test_bootstrap_cis_share_the_resamples_of_single_intervals():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 300)
+    s = rng.random(300) + 0.3 * y
+    both = bootstrap_cis({"auc": roc_auc, "eer": lambda a, b: eer(a, b).eer}, y, s, n_boot=100, seed=4)
+    assert both["auc"] == bootstrap_ci(roc_auc, y, s, n_boot=100, seed=4)
+    assert both["eer"] == bootstrap_ci(lambda a, b: eer(a, b).eer, y, s, n_boot=100, seed=4)
+
+
+# -- the metric definitions are the one list of reported numbers ------------------------------------------
+
+THRESHOLD_FREE_KEYS = {"n_bonafide", "n_attack", "n_per_species", "auc", "eer", "eer_threshold",
+                       "bpcer_at_apcer_1", "bpcer_at_apcer_5", "tpr_at_fpr_1", "acc_at_bpcer_1"}
+POLICY_KEYS = {"threshold", "label", "apcer", "apcer_pooled", "apcer_per_species", "bpcer", "hter", "acer",
+               "accuracy"}
+
+
+def toy_metrics() -> tuple[Metric, Metric]:
+    """A threshold-free and a per-policy metric that no code names: they must appear by being listed."""
+    return (Metric("toy_free", "Toy free", "threshold_free", lambda y, s, p: float(s[y == 1].mean()),
+                   "mean bona fide score", better="higher", cli=True, ci=True),
+            Metric("toy_rate", "Toy rate", "policy", lambda y, s, p, t: float((s >= t).mean()),
+                   "share accepted", cli=True, ci=True))
+
+
+def test_metrics_json_keys_come_from_the_definitions():
+    y = [1, 1, 1, 0, 0, 0, 0]
+    s = [0.9, 0.8, 0.4, 0.7, 0.3, 0.2, 0.1]
+    out = evaluate_scores((y, s), val=(y, s), policies=["test_eer", "val_eer"])
+    assert set(out["threshold_free"]) == THRESHOLD_FREE_KEYS  # what metrics.json readers rely on
+    assert set(out["policies"]["val_eer"]) == POLICY_KEYS
+    defined = {m.key for m in definitions.select("threshold_free")}
+    assert defined == THRESHOLD_FREE_KEYS - {"n_bonafide", "n_attack", "n_per_species"}
+    assert {m.key for m in definitions.select("policy")} == POLICY_KEYS - {"threshold", "label", "apcer_per_species"}
+    assert len({m.key for m in definitions.METRICS}) == len(definitions.METRICS)
+
+
+def test_a_new_definition_is_computed_without_other_changes(monkeypatch):
+    monkeypatch.setattr(definitions, "METRICS", definitions.METRICS + toy_metrics())
+    y = [1, 1, 1, 0, 0, 0, 0]
+    s = [0.9, 0.8, 0.4, 0.7, 0.3, 0.2, 0.1]
+    out = evaluate_scores((y, s), policies=["fixed:0.5"])
+    assert out["threshold_free"]["toy_free"] == pytest.approx(0.7)
+    assert out["policies"]["fixed:0.5"]["toy_rate"] == pytest.approx(3 / 7)
+    assert rates_at(y, s, 0.35)["toy_rate"] == pytest.approx(4 / 7)
+    ci = confidence_intervals(y, s, thresholds={"fixed:0.5": 0.5}, n_boot=50)
+    assert set(ci["threshold_free"]) == {"auc", "toy_free"} and set(ci["policies"]["fixed:0.5"]) == {"hter", "toy_rate"}
+    with pytest.raises(MetricError, match="block"):
+        Metric("bad", "Bad", "sometimes", lambda y, s, p: 0.0, "")
+
+
+def test_confidence_intervals_bracket_the_point_estimates():
+    rng = np.random.default_rng(7)
+    y = rng.integers(0, 2, 600)
+    s = np.round(rng.random(600) + 0.5 * y, 3)
+    pai = np.where(y == 1, "bonafide", np.where(rng.random(600) < 0.5, "print", "replay"))
+    val = (y[:200], s[:200] + 0.05, pai[:200])
+    out = evaluate_scores((y, s, pai), val=val, policies=["test_eer", "val_eer"])
+    thresholds = {p: b["threshold"]["value"] for p, b in out["policies"].items()}
+    ci = confidence_intervals(y, s, pai, thresholds=thresholds, n_boot=300, seed=0)
+    assert ci["threshold_free"]["auc"]["value"] == out["threshold_free"]["auc"]
+    for pol in ("test_eer", "val_eer"):
+        c = ci["policies"][pol]["hter"]
+        assert c["value"] == pytest.approx(out["policies"][pol]["hter"])  # the interval is about the reported number
+        assert c["low"] <= c["value"] <= c["high"] and c["high"] - c["low"] < 0.2
+    c = ci["threshold_free"]["auc"]
+    assert c["low"] <= c["value"] <= c["high"] and c["level"] == 0.95 and c["n_boot"] == 300
+    # video groups: resampling whole videos of correlated frames widens the interval
+    video = np.arange(600) // 6 * 2 + y
+    s_corr = s[video // 2 * 2] + 0.001 * rng.random(600)  # frames of one video nearly share a score
+    narrow = confidence_intervals(y, s_corr, pai, n_boot=300)["threshold_free"]["auc"]
+    wide = confidence_intervals(y, s_corr, pai, groups=video, n_boot=300)["threshold_free"]["auc"]
+    assert wide["high"] - wide["low"] > narrow["high"] - narrow["low"]
+
+
+def test_docs_list_every_metric_definition():
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text()
+    assert definitions.markdown_table() in docs, "regenerate the table with mfas.metrics.definitions.markdown_table()"
+
+
+def test_threshold_free_matches_direct_calls():
+    rng = np.random.default_rng(11)
+    y = rng.integers(0, 2, 500)
+    s = np.round(rng.random(500) + 0.4 * y, 2)
+    tf = threshold_free(y, s)
+    assert tf["auc"] == roc_auc(y, s) and tf["eer"] == eer(y, s).eer and tf["eer_threshold"] == eer(y, s).threshold
+    assert tf["bpcer_at_apcer_5"] == bpcer_at_apcer(y, s, 0.05) and tf["tpr_at_fpr_1"] == tpr_at_fpr(y, s, 0.01)
+    assert tf["acc_at_bpcer_1"] == accuracy_at_bpcer(y, s, 0.01)
 
 
 scores_strategy = st.lists(st.tuples(st.integers(0, 1), st.floats(0, 1, allow_nan=False)), min_size=2, max_size=60)

@@ -143,3 +143,47 @@ def test_weight_decay_groups_by_name(name: str):
         no_decay = {n for n, p in m.named_parameters() if id(p) not in decayed}
         assert "extractors.rgb.cls_token" in no_decay
         assert "extractors.rgb.blocks.0.attn.qkv.weight" not in no_decay
+
+
+#: small overrides per model family, so every registered name (full-size ones included) builds in a moment
+FAMILY = {"mmfas": MMFAS, "vit-concat": VIT, "mmda": MMDA}
+
+
+def _family(name: str) -> dict:
+    fam = [f for f in FAMILY if name == f or name.startswith(f + "-")]
+    assert fam, f"{name}: no small overrides for its family here; add them to FAMILY"
+    return FAMILY[fam[0]]
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("name", list_models())
+def test_features_follow_the_contract(name: str, train: bool):
+    """ModelOutput.features holds what the model declares (docs/models.md, "The feature contract"): `embedding`
+    (B, num_features), `present` (B, M) bool over the model's modalities, `cls_<m>` (B, D) for each modality."""
+    torch.manual_seed(0)
+    m = create_model(name, **_family(name)).train(train)
+    keys = m.feature_keys()
+    assert keys[:2] == ("embedding", "present") and m.num_features > 0
+    assert m.modal_features, f"{name}: every registered model has per-modality features"
+    b = batch(4)
+    b["present"][1, 2] = False  # one absent IR
+    with torch.no_grad():
+        f = m(b).features
+    assert set(keys) <= set(f), f"{name}: missing {set(keys) - set(f)}"
+    assert f["embedding"].shape == (4, m.num_features) and f["embedding"].is_floating_point()
+    assert f["present"].shape == (4, len(m.modalities)) and f["present"].dtype == torch.bool
+    if not train:  # training-time modality dropout may hide more; at inference the mask is the input's
+        expected = torch.stack([b["present"][:, ("rgb", "depth", "ir").index(x)] for x in m.modalities], 1)
+        assert torch.equal(f["present"], expected)
+    widths = {f[f"cls_{x}"].shape[1] for x in m.modalities}
+    assert len(widths) == 1 and all(f[f"cls_{x}"].shape == (4, *widths) for x in m.modalities)
+    assert all(torch.isfinite(f[k].float()).all() for k in keys)
+
+
+def test_missing_feature_is_an_error_naming_the_model():
+    from mfas.errors import MfasError
+
+    m = create_model("vit-concat-tiny", **VIT)
+    m.require_features(["embedding", "cls_rgb"], "t-SNE")
+    with pytest.raises(MfasError, match=r"t-SNE needs features nothing, which model 'vit-concat-tiny'"):
+        m.require_features(["nothing"], "t-SNE")

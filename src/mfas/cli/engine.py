@@ -41,24 +41,17 @@ def train_cmd(config: Path = typer.Argument(None, help="Experiment YAML (not nee
 def _print_summary(path: Path) -> None:
     import json
 
+    from mfas.engine.layouts import summary_table
+
     if not path.exists():
         return
     m = json.loads(path.read_text())
+    cols, rows = summary_table(m)
     t = Table(title=f"{m['protocol']} (%)", title_justify="left", show_edge=False)
-    cols = ["target", "AUC", "HTER@test_eer (paper-compatible)"]
-    cols += [f"HTER@{p}" for p in m["policies"] if p != "test_eer"]
     for c in cols:
         t.add_column(c, justify="right" if c != "target" else "left")
-    for name, r in m["tests"].items():
-        if "threshold_free" not in r:
-            t.add_row(name, r.get("error", ""), *[""] * (len(cols) - 2))
-            continue
-        t.add_row(name, f"{100 * r['threshold_free']['auc']:.2f}",
-                  *[f"{100 * r['policies'][p]['hter']:.2f}" if p in r["policies"] else "—" for p in m["policies"]])
-    if m.get("average"):
-        a = m["average"]
-        t.add_row(f"{a['kind']}", f"{100 * a['threshold_free']['auc']:.2f}",
-                  *[f"{100 * a['policies'][p]['hter']:.2f}" if p in a["policies"] else "—" for p in m["policies"]])
+    for r in rows:
+        t.add_row(*r)
     console.print(t)
 
 
@@ -70,11 +63,11 @@ def evaluate_cmd(run: Path = typer.Argument(..., help="A trained run folder."),
                  store: list[str] = STORE,
                  devices: str = typer.Option(None, help="Devices (e.g. 2 for two processes)."),
                  strategy: str = typer.Option(None, help="Lightning strategy, e.g. ddp."),
-                 out: Path = typer.Option(None, help="Output folder (default: RUN/eval/<protocol>[@modalities]).")
+                 out: Path = typer.Option(None, help="Output folder (default: RUN/eval/<protocol>\\[@modalities]).")
                  ) -> None:
     """Score a protocol's targets with a trained run; writes score files, metrics.json and report.md."""
     from mfas.conventions import parse_modalities
-    from mfas.engine.train import evaluate_run
+    from mfas.engine.run_eval import evaluate_run
     from mfas.protocols import parse_store_args
 
     mods = parse_modalities(modalities) if modalities else None
@@ -86,9 +79,13 @@ def evaluate_cmd(run: Path = typer.Argument(..., help="A trained run folder."),
 
 @friendly_errors
 def report_cmd(runs: list[Path] = typer.Argument(..., help="One or more runs."),
-               out: Path = typer.Option(None, help="Folder for report.md and plots (default: the single run).")
+               out: Path = typer.Option(None, help="Folder for report.md and plots (default: the single run)."),
+               bootstrap: int = typer.Option(None, "--bootstrap", min=0,
+                                             help="Resamples per bootstrap 95% interval (default 1000; 0: none).")
                ) -> None:
-    """Write report.md: the papers' tables (paper-compatible and deployable), per-PAI APCER, plots."""
+    """Write report.md: threshold-free and per-policy tables (paper-compatible and deployable) with bootstrap
+    95% intervals, per-PAI APCER, video-level scores when videos have several frames, the papers' layouts,
+    plots."""
     from mfas.engine.report import write_report
     from mfas.errors import ConfigError
 
@@ -96,7 +93,7 @@ def report_cmd(runs: list[Path] = typer.Argument(..., help="One or more runs."),
         if len(runs) > 1:
             raise ConfigError("several runs need --out DIR for the comparison report")
         out = runs[0]
-    path = write_report(runs, out)
+    path = write_report(runs, out, **({} if bootstrap is None else {"n_boot": bootstrap}))
     console.print(f"wrote [bold]{path}[/] (plots in {path.parent / 'plots'})")
 
 
@@ -160,14 +157,21 @@ def models_list() -> None:
 @friendly_errors
 def models_show(name: str = typer.Argument(..., help="Model name."),
                 set_: list[str] = typer.Option(None, "--set", help="Override a model option: --set depth=3.")) -> None:
-    """Default options and parameter counts by top-level part."""
-    import yaml
+    """Every option with its value (* = set by --set) and parameter counts by top-level part."""
+    import json
 
-    from mfas.models import create_model, model_defaults
+    import yaml
+    from rich.markup import escape
+
+    from mfas.models import create_model
 
     over = {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in set_ or [])}
     m = create_model(name, **over)
-    console.print(f"[bold]{name}[/] {({**model_defaults(name), **over})}")
+    console.print(f"[bold]{escape(name)}[/] options:")
+    for key, value in m.config.items():
+        if key != "name":
+            text = json.dumps(value) if isinstance(value, dict | list | tuple) else repr(value)
+            console.print(f"  {'*' if key in over else ' '} {key} = {escape(text)}", highlight=False)
     t = Table(show_edge=False)
     t.add_column("part")
     t.add_column("parameters", justify="right")
@@ -209,7 +213,7 @@ def models_convert_mmda(
 
     from mfas.engine.config import apply_overrides, dump_config, validate_config
     from mfas.engine.io import atomic_write_text, save_bundle
-    from mfas.engine.train import resolve_protocol
+    from mfas.engine.resolve import resolve_protocol
     from mfas.errors import ConfigError
     from mfas.metrics import choose_threshold
     from mfas.models import create_model

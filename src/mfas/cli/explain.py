@@ -21,7 +21,8 @@ def explain_cmd(run: Path = typer.Argument(..., help="A trained run folder."),
     Writes <id>_<modality>.png (input at the model's size), <id>_<modality>_cam.png (heat map in [0, 1])
     and an overview <id>.png with the score and the run's threshold.
     """
-    from mfas.engine.explain import explain_samples, run_stores
+    from mfas.engine.gradcam import explain_samples
+    from mfas.engine.resolve import run_stores
     from mfas.protocols import parse_store_args
 
     written = explain_samples(run, sample, out, run_stores(run, parse_store_args(store)))
@@ -37,12 +38,13 @@ def tsne_cmd(runs: list[Path] = typer.Argument(..., help="One or more runs, one 
                                                  "(default: the first run's first test set)."),
              limit: int = typer.Option(300, min=10, help="Samples drawn (at random, seeded)."),
              seed: int = typer.Option(0, help="Seed of the draw and of t-SNE."),
-             what: str = typer.Option("modalities", help="modalities: the three modal features, colour = "
-                                      "modality (mmFAS Figure 2); final: the final representation, colour = "
-                                      "domain (MMDA Figure 6)."),
+             what: str = typer.Option("modalities", help="modalities: the per-modality global features, colour = "
+                                      "modality (mmFAS Figure 2); final: the representation the classifier reads, "
+                                      "colour = domain (MMDA Figure 6)."),
              store: list[str] = STORE) -> None:
     """t-SNE of a run's features, one panel per run: modal features (mmFAS) or final representations (MMDA)."""
-    from mfas.engine.explain import run_stores, tsne_dataset, tsne_figure, tsne_final_figure
+    from mfas.engine.resolve import run_stores
+    from mfas.engine.tsne import tsne_dataset, tsne_figure, tsne_final_figure
     from mfas.errors import ConfigError
     from mfas.protocols import parse_store_args
 

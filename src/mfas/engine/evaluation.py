@@ -13,14 +13,13 @@ from torch.utils.data import DataLoader
 
 from mfas.engine.data import Part
 from mfas.engine.io import atomic_write_text
-from mfas.engine.module import gather_scores
+from mfas.engine.module import gather_scores, score_batch
+from mfas.engine.resolve import safe_name
 from mfas.errors import MetricError
-from mfas.metrics import evaluate_scores, threshold_free, weighted_average
+from mfas.metrics import definitions, evaluate_scores, fuse_videos, threshold_free, weighted_average
 from mfas.protocols import Protocol
 
 SCORE_COLUMNS = ("sample_id", "dataset", "domain", "label", "pai", "video", "score")
-AVERAGED_KEYS = ("auc", "eer", "tpr_at_fpr_1", "acc_at_bpcer_1", "bpcer_at_apcer_1", "bpcer_at_apcer_5")
-POLICY_KEYS = ("hter", "acer", "apcer", "apcer_pooled", "bpcer", "accuracy")
 
 
 class Scorer(L.LightningModule):
@@ -36,8 +35,7 @@ class Scorer(L.LightningModule):
         self._local = []
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        s = self.model(batch).score.detach().float().cpu().tolist()
-        self._local.extend(zip(batch["position"].tolist(), s, strict=True))
+        self._local.extend(score_batch(self.model, batch))
 
     def on_predict_epoch_end(self) -> None:
         self.result = gather_scores(self._local)
@@ -65,6 +63,11 @@ def write_scores(path: Path, table: dict[str, np.ndarray]) -> None:
     for row in zip(*(table[c] for c in SCORE_COLUMNS), strict=True):
         w.writerow([*row[:-1], f"{float(row[-1]):.8f}"])
     atomic_write_text(path, buf.getvalue())
+
+
+def score_file(result_dir: Path, test_name: str) -> Path:
+    """Where a test set's scores lie: ``scores/<safe name>.csv``, as the evaluation run writes them."""
+    return result_dir / "scores" / f"{safe_name(test_name)}.csv"
 
 
 def read_scores(path: Path) -> dict[str, np.ndarray]:
@@ -98,13 +101,43 @@ def protocol_metrics(protocol: Protocol, tests: dict[str, dict], val: dict | Non
         out["tests"][t.name] = res
     rows = [out["tests"][t.name] for t in protocol.averaged_tests if "error" not in out["tests"][t.name]]
     if protocol.average != "none" and len(rows) > 1:
-        w = [r["n"] for r in rows] if protocol.average == "weighted" else [1] * len(rows)
-        avg = {"kind": protocol.average, "over": [t.name for t in protocol.averaged_tests],
-               "threshold_free": weighted_average([r["threshold_free"] for r in rows], w, AVERAGED_KEYS),
-               "policies": {}}
-        for pol in policies:
-            blocks = [r["policies"][pol] for r in rows if pol in r["policies"]]
-            if len(blocks) == len(rows):
-                avg["policies"][pol] = weighted_average(blocks, w, POLICY_KEYS)
-        out["average"] = avg
+        out["average"] = average_row(rows, protocol.average, [t.name for t in protocol.averaged_tests], policies)
     return out
+
+
+def average_row(rows: list[dict], kind: str, over: list[str], policies: list[str]) -> dict:
+    """The average of test results ``rows`` (each with ``n``): image-weighted (``kind="weighted"``) or plain
+    mean, of every metric the definitions mark ``averaged``; a policy enters only when every row has it."""
+    w = [r["n"] for r in rows] if kind == "weighted" else [1] * len(rows)
+    keys = {b: [m.key for m in definitions.select(b, averaged=True)] for b in definitions.BLOCKS}
+    avg = {"kind": kind, "over": list(over),
+           "threshold_free": weighted_average([r["threshold_free"] for r in rows], w, keys["threshold_free"]),
+           "policies": {}}
+    for pol in policies:
+        blocks = [r["policies"][pol] for r in rows if pol in r["policies"]]
+        if len(blocks) == len(rows):
+            avg["policies"][pol] = weighted_average(blocks, w, keys["policy"])
+    return avg
+
+
+def has_videos(table: dict[str, np.ndarray]) -> bool:
+    """True when some video id of a score table names more than one frame."""
+    v = video_ids(table)
+    return v.size > len(set(v.tolist()))
+
+
+def fuse_table(table: dict[str, np.ndarray], method: str = "mean") -> dict[str, np.ndarray]:
+    """One row per video (sorted by id): frame scores fused by ``method`` (:func:`mfas.metrics.fuse_videos`);
+    a frame without a video id is its own video. ``sample_id`` becomes the video id; adds ``n_frames``."""
+    ids = video_ids(table)
+    f = fuse_videos(ids, table["label"], table["score"], table["pai"], method)
+    _, first = np.unique(ids, return_index=True)  # the first frame of each video, in sorted-id order
+    return {"sample_id": f.video.astype(object), "dataset": table["dataset"][first],
+            "domain": table["domain"][first], "label": f.labels.astype(np.int64), "pai": f.pai,
+            "video": f.video.astype(object), "score": f.scores, "n_frames": f.n_frames}
+
+
+def video_ids(table: dict[str, np.ndarray]) -> np.ndarray:
+    """The video id of each row of a score table; a row without one is its own video (its sample id)."""
+    v = np.asarray(table["video"], dtype=object).astype(str)
+    return np.where(v == "", np.asarray(table["sample_id"], dtype=object).astype(str), v)

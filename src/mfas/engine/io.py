@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from mfas.errors import MfasError
@@ -71,15 +72,31 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def save_weights(path: str | Path, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """A state dict as safetensors (CPU, contiguous), written atomically; ``metadata`` goes in the file's header."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
+    _replace_atomically(tmp, p)
+    return p
+
+
+def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(state dict, header metadata) of a safetensors file written by :func:`save_weights`; nothing is unpickled."""
+    p = Path(path)
+    if not p.exists():
+        raise MfasError(f"{p}: missing")
+    with safe_open(str(p), framework="pt") as f:
+        metadata = dict(f.metadata() or {})
+    return load_file(str(p)), metadata
+
+
 def save_bundle(run_dir: str | Path, model: PadModel, extra: dict) -> Path:
     """Write ``model.safetensors`` and ``model.json`` (architecture, preprocessing, threshold, ...)."""
     d = Path(run_dir)
     d.mkdir(parents=True, exist_ok=True)
-    weights = d / "model.safetensors"
-    tmp = d / f".model.safetensors.tmp-{os.getpid()}"
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp), metadata={"format": BUNDLE_FORMAT})
-    _replace_atomically(tmp, weights)
+    weights = save_weights(d / "model.safetensors", model.state_dict(), {"format": BUNDLE_FORMAT})
     from mfas import __version__
 
     meta = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "mfas_version": __version__,

@@ -31,6 +31,15 @@ def gather_scores(local: list[tuple[int, float]]) -> tuple[np.ndarray, np.ndarra
     return pos[order], sc[order]
 
 
+def score_batch(model: torch.nn.Module, batch: dict) -> list[tuple[int, float]]:
+    """(dataset position, P(bona fide)) for every sample of ``batch``: how the engine scores a batch, in validation
+    (:class:`PadModule`) and when scoring test sets (``mfas.engine.evaluation.Scorer``)."""
+    scores = model(batch).score.detach().float().cpu().tolist()
+    pos = batch["position"]
+    pos = pos.tolist() if torch.is_tensor(pos) else list(pos)
+    return list(zip(pos, scores, strict=True))
+
+
 def lr_lambda(schedule: str, total: int, warmup: float, floor: float):
     warm = int(round(warmup * total))
 
@@ -50,6 +59,9 @@ class PadModule(L.LightningModule):
 
     ``val_names[i]`` names validation dataloader ``i``: ``"select"`` for the sources' validation
     data, test-set names when the model-selection policy looks at targets (``oracle_target``).
+    After each validation, ``history`` gains a row of AUC/EER per set, and ``best_epoch`` / ``best_value``
+    follow the selection policy; the best weights themselves are written to the run folder by the run's
+    checkpoint callback (``mfas.engine.train.RunCheckpoints``), not kept in memory.
     """
 
     def __init__(self, model: PadModel, optim: OptimConfig, total_steps: int, val_names: list[str],
@@ -61,7 +73,6 @@ class PadModule(L.LightningModule):
         self.history: list[dict] = []
         self.best_value = float("inf")
         self.best_epoch = -1
-        self.best_state: dict[str, torch.Tensor] | None = None
 
     def forward(self, batch: dict):
         return self.model(batch)
@@ -75,9 +86,7 @@ class PadModule(L.LightningModule):
         return losses["loss"]
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        score = self.model(batch).score.detach().float().cpu().tolist()
-        pos = batch["position"].tolist() if torch.is_tensor(batch["position"]) else list(batch["position"])
-        self._val.setdefault(dataloader_idx, []).extend(zip(pos, score, strict=True))
+        self._val.setdefault(dataloader_idx, []).extend(score_batch(self.model, batch))
 
     def on_validation_epoch_start(self) -> None:
         self._val = {}
@@ -101,7 +110,6 @@ class PadModule(L.LightningModule):
         value = self._selection_value(row)
         if value is not None and value < self.best_value:
             self.best_value, self.best_epoch = value, row["epoch"]
-            self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
 
     def _selection_value(self, row: dict) -> float | None:
         if self.selection == "best_source_val":
@@ -122,12 +130,9 @@ class PadModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["mfas"] = {"best_value": self.best_value, "best_epoch": self.best_epoch,
                               "history": self.history}
-        if self.best_state is not None:
-            checkpoint["mfas_best_state"] = self.best_state
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         m = checkpoint.get("mfas", {})
         self.best_value = m.get("best_value", float("inf"))
         self.best_epoch = m.get("best_epoch", -1)
         self.history = list(m.get("history", []))
-        self.best_state = checkpoint.get("mfas_best_state")

@@ -6,8 +6,9 @@ probability of bona fide, and a presentation is *accepted as bona fide* when ``s
 * APCER (per species) = attacks of that species accepted / attacks of that species;
   reported APCER = maximum over species (ISO); ``apcer_pooled`` pools all attacks.
 * BPCER = bona fide presentations rejected / bona fide presentations.
-* HTER = (APCER_pooled + BPCER) / 2; ACER = (APCER_max + BPCER) / 2.
 * The ROC puts bona fide as the positive class: FPR = APCER_pooled, TPR = 1 - BPCER.
+
+The reported metrics (HTER, ACER, ... and their keys) are listed once in :mod:`mfas.metrics.definitions`.
 
 Everything is computed from one sort of the scores, so cost is O(n log n).
 """
@@ -155,27 +156,6 @@ def apcer_per_species(labels: object, scores: object, threshold: float,
         m = (y == 0) & (p == sp)
         out[sp] = float((s[m] >= threshold).mean())
     return out
-
-
-def rates_at(labels: object, scores: object, threshold: float, pai: object | None = None) -> dict:
-    """Every fixed-threshold rate at ``threshold``. Needs both classes."""
-    y, s = check_scores(labels, scores)
-    n_bf, n_at = require_both_classes(y, "error rates")
-    per = apcer_per_species(y, s, threshold, pai)
-    apcer_pooled = float((s[y == 0] >= threshold).mean())
-    bpcer = float((s[y == 1] < threshold).mean())
-    apcer_max = max(per.values())
-    correct = int((s[y == 1] >= threshold).sum() + (s[y == 0] < threshold).sum())
-    return {
-        "threshold": float(threshold),
-        "apcer": apcer_max,
-        "apcer_pooled": apcer_pooled,
-        "apcer_per_species": per,
-        "bpcer": bpcer,
-        "hter": (apcer_pooled + bpcer) / 2.0,
-        "acer": (apcer_max + bpcer) / 2.0,
-        "accuracy": correct / (n_bf + n_at),
-    }
 
 
 def _species_apcer_curves(y: np.ndarray, s: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

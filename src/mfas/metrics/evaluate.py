@@ -1,44 +1,43 @@
-"""One call that produces every number DESIGN.md asks for, for one scored set."""
+"""One call that produces every number DESIGN.md asks for, for one scored set.
+
+Which numbers those are is :data:`mfas.metrics.definitions.METRICS`; this module only runs them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from mfas.metrics.core import (
-    accuracy_at_bpcer,
-    bpcer_at_apcer,
-    check_scores,
-    eer,
-    rates_at,
-    require_both_classes,
-    roc_auc,
-    species_array,
-    tpr_at_fpr,
-)
+from mfas.metrics import definitions
+from mfas.metrics.bootstrap import bootstrap_cis
+from mfas.metrics.core import apcer_per_species, check_scores, require_both_classes, species_array
 from mfas.metrics.thresholds import Scores, ThresholdPolicy, choose_threshold
 
 
 def threshold_free(labels: object, scores: object, pai: object | None = None) -> dict:
-    """AUC, EER and the fixed-rate operating points; none of them needs a threshold policy."""
+    """Counts, then every ``threshold_free`` metric of the definitions (AUC, EER, fixed-rate operating points)."""
     y, s = check_scores(labels, scores)
     n_bf, n_at = require_both_classes(y, "PAD metrics")
     p = species_array(pai, y)
-    e = eer(y, s)
     species, counts = np.unique(p[y == 0].astype(str), return_counts=True)
-    return {
+    out: dict = {
         "n_bonafide": n_bf,
         "n_attack": n_at,
         "n_per_species": {str(k): int(v) for k, v in zip(species, counts, strict=True)},
-        "auc": roc_auc(y, s),
-        "eer": e.eer,
-        "eer_threshold": e.threshold,
-        "bpcer_at_apcer_1": bpcer_at_apcer(y, s, 0.01, p),
-        "bpcer_at_apcer_5": bpcer_at_apcer(y, s, 0.05, p),
-        "tpr_at_fpr_1": tpr_at_fpr(y, s, 0.01),
-        "acc_at_bpcer_1": accuracy_at_bpcer(y, s, 0.01),
     }
+    out.update({m.key: float(m.compute(y, s, p)) for m in definitions.select("threshold_free")})
+    return out
+
+
+def rates_at(labels: object, scores: object, threshold: float, pai: object | None = None) -> dict:
+    """Every ``policy`` metric of the definitions at ``threshold``, and APCER per species. Needs both classes."""
+    y, s = check_scores(labels, scores)
+    require_both_classes(y, "error rates")
+    p = species_array(pai, y)
+    out: dict = {"threshold": float(threshold), "apcer_per_species": apcer_per_species(y, s, threshold, p)}
+    out.update({m.key: float(m.compute(y, s, p, threshold)) for m in definitions.select("policy")})
+    return out
 
 
 def evaluate_scores(test: Scores, *, val: Scores | None = None,
@@ -63,3 +62,39 @@ def evaluate_scores(test: Scores, *, val: Scores | None = None,
         block["label"] = pol.label
         out["policies"][str(pol)] = block
     return out
+
+
+def confidence_intervals(labels: object, scores: object, pai: object | None = None, *,
+                         thresholds: Mapping[str, float] | None = None, groups: object | None = None,
+                         n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
+    """Bootstrap intervals (:func:`~mfas.metrics.bootstrap.bootstrap_cis`) of every metric with ``ci=True``.
+
+    ``thresholds`` maps each threshold policy to the threshold it applied to this set. A policy that
+    takes its threshold from the evaluated set itself (``test_eer``) chooses it again in every resample,
+    since that choice is part of what it measures; the others keep their threshold fixed.
+    Returns ``{"threshold_free": {key: ci}, "policies": {policy: {key: ci}}}``, each ci as
+    ``{"value", "low", "high", "level", "n_boot"}``.
+    """
+    y, s = check_scores(labels, scores)
+    require_both_classes(y, "a bootstrap interval")
+    p = species_array(pai, y)
+    fns: dict[tuple[str, str | None, str], object] = {}
+    for m in definitions.select("threshold_free", ci=True):
+        fns[("threshold_free", None, m.key)] = m.compute
+    for text, value in (thresholds or {}).items():
+        pol = ThresholdPolicy.parse(text)
+        for m in definitions.select("policy", ci=True):
+            fns[("policies", text, m.key)] = _at_policy(m.compute, pol, float(value))
+    res = bootstrap_cis({str(k): fn for k, fn in fns.items()}, y, s, p, groups=groups, n_boot=n_boot,
+                        level=level, seed=seed) if fns else {}
+    out: dict = {"threshold_free": {}, "policies": {text: {} for text in (thresholds or {})}}
+    for (block, pol, key) in fns:
+        target = out["threshold_free"] if block == "threshold_free" else out["policies"][pol]
+        target[key] = res[str((block, pol, key))]
+    return out
+
+
+def _at_policy(compute, pol: ThresholdPolicy, value: float):
+    if pol.paper_compatible:  # the threshold comes from the evaluated set: choose it on each resample
+        return lambda y, s, p: compute(y, s, p, choose_threshold(pol, test=(y, s, p)).value)
+    return lambda y, s, p: compute(y, s, p, value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mfas.conventions import MODALITIES
+from mfas.errors import MfasError
 
 #: CLIP-style and ImageNet-style statistics are per modality; grey depth/IR use one channel.
 IMAGENET = {"rgb": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), "depth": ((0.5,), (0.5,)), "ir": ((0.5,), (0.5,))}
@@ -16,10 +18,25 @@ IMAGENET = {"rgb": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), "depth": ((0.
 
 @dataclass
 class ModelOutput:
-    """What a model returns for a batch of B samples."""
+    """What a model returns for a batch of B samples.
+
+    ``features`` follows a contract (timm's ``forward_features`` idea, kept inside the one forward pass), which
+    engine code such as t-SNE relies on; every registered model is tested against it:
+
+    - ``"embedding"``: (B, D) float, D = ``model.num_features``: the representation the classification head
+      reads (mmFAS: the fused feature; vit-concat: the concatenated class tokens; MMDA: the last U-DSA output);
+    - ``"present"``: (B, M) bool over ``model.modalities``: which inputs the model treated as present (after any
+      training-time modality dropout);
+    - ``"cls_<m>"`` for every ``m`` in ``model.modalities``, when ``model.modal_features`` is True: (B, D_m) float,
+      that modality's global feature (its class token or image embedding, an absent modality's stand-in included)
+      as it enters fusion; D_m is the same for every modality.
+
+    :meth:`PadModel.feature_keys` lists the contract keys a model provides. Other keys are the model's own
+    (loss inputs, diagnostics: e.g. mmFAS's ``fused``, MMDA's ``final``, ``align_logits``) and may change.
+    """
 
     logits: torch.Tensor  # (B, 2): index 0 attack, index 1 bona fide
-    features: dict[str, torch.Tensor] = field(default_factory=dict)  # named intermediate tensors
+    features: dict[str, torch.Tensor] = field(default_factory=dict)  # the contract keys above, plus the model's own
 
     @property
     def score(self) -> torch.Tensor:
@@ -32,8 +49,9 @@ class PadModel(nn.Module):
 
     ``batch`` holds float tensors ``batch[m]`` (B, C, H, W) for each modality the model uses, the
     presence mask ``batch["present"]`` (B, M) over ``mfas.conventions.MODALITIES`` and ``batch["label"]``.
-    Subclasses set ``modalities``, ``input_size`` and ``norm_stats`` and keep every constructor
-    argument in ``self.config`` so the model can be rebuilt from its bundle.
+    Subclasses set ``modalities``, ``input_size``, ``norm_stats``, ``num_features`` and ``modal_features``,
+    fill ``ModelOutput.features`` as :class:`ModelOutput` lays down, and keep every constructor argument in
+    ``self.config`` so the model can be rebuilt from its bundle.
     """
 
     modalities: tuple[str, ...] = MODALITIES
@@ -41,10 +59,27 @@ class PadModel(nn.Module):
     norm_stats: dict = IMAGENET
     #: True when the model gives meaningful scores with some modalities absent.
     supports_missing: bool = False
+    #: width D of ``features["embedding"]`` (set by every model)
+    num_features: int = 0
+    #: True when ``features`` holds ``cls_<m>`` for every modality the model uses
+    modal_features: bool = False
 
     def __init__(self) -> None:
         super().__init__()
         self.config: dict = {}
+
+    def feature_keys(self) -> tuple[str, ...]:
+        """The keys of ``ModelOutput.features`` this model promises (see :class:`ModelOutput`)."""
+        modal = tuple(f"cls_{m}" for m in self.modalities) if self.modal_features else ()
+        return ("embedding", "present", *modal)
+
+    def require_features(self, keys: Sequence[str], purpose: str) -> None:
+        """Raise :class:`~mfas.errors.MfasError`, naming the model, when it does not promise every key in ``keys``."""
+        missing = [k for k in keys if k not in self.feature_keys()]
+        if missing:
+            name = self.config.get("name", type(self).__name__)
+            raise MfasError(f"{purpose} needs features {', '.join(missing)}, which model {name!r} does not provide "
+                            f"(it provides {', '.join(self.feature_keys())})")
 
     def present(self, batch: dict, modality: str) -> torch.Tensor:
         """(B,) bool: whether ``modality`` is present for each sample."""

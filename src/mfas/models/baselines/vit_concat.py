@@ -18,6 +18,7 @@ from mfas.models.registry import register_model
 
 class ViTConcat(PadModel):
     supports_missing = True
+    modal_features = True
 
     def __init__(self, modalities: tuple[str, ...] = ("rgb", "depth", "ir"), img_size: int = 112,
                  patch_size: int = 16, embed_dim: int = 192, depth: int = 4, num_heads: int = 3,
@@ -32,19 +33,22 @@ class ViTConcat(PadModel):
                                  mlp_ratio=mlp_ratio, drop_rate=drop_rate, global_pool="token")
             for m in self.modalities})
         self.missing = nn.ParameterDict({m: nn.Parameter(torch.zeros(embed_dim)) for m in self.modalities})
-        self.head = nn.Linear(embed_dim * len(self.modalities), 2)
+        self.num_features = embed_dim * len(self.modalities)
+        self.head = nn.Linear(self.num_features, 2)
 
     def cam_layers(self) -> dict[str, nn.Module]:
         return {m: enc.norm for m, enc in self.encoders.items()}
 
     def forward(self, batch: dict) -> ModelOutput:
-        feats = []
+        feats, present = [], []
         for m in self.modalities:
             f = self.encoders[m](batch[m])  # (B, D) class token
-            keep = self.present(batch, m)[:, None]
-            feats.append(torch.where(keep, f, self.missing[m].to(f.dtype).expand_as(f)))
+            present.append(self.present(batch, m))
+            feats.append(torch.where(present[-1][:, None], f, self.missing[m].to(f.dtype).expand_as(f)))
         z = torch.cat(feats, dim=1)
-        return ModelOutput(logits=self.head(z), features={"fused": z})
+        out = {f"cls_{m}": f for m, f in zip(self.modalities, feats, strict=True)}
+        out.update(embedding=z, fused=z, present=torch.stack(present, 1))
+        return ModelOutput(logits=self.head(z), features=out)
 
 
 @register_model("vit-concat", img_size=224, embed_dim=192, depth=6, num_heads=3)

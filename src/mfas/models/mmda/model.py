@@ -66,6 +66,7 @@ class MMDA(PadModel):
     """
 
     supports_missing = True
+    modal_features = True
 
     def __init__(self, clip: dict | None = None, quick_gelu: bool = True, pretrained: str | None = None,
                  clip_arch: str = "ViT-B-16", freeze: str = "none", compat: str = "clean",
@@ -82,7 +83,7 @@ class MMDA(PadModel):
             load_clip_weights(self.clip, pretrained, clip_arch)
         dim = int(cfg["embed_dim"])
         size = int(cfg["vision"].get("image_size", 224))
-        self.modalities, self.input_size = MODALITIES, (size, size)
+        self.modalities, self.input_size, self.num_features = MODALITIES, (size, size), dim
         self.norm_stats = {m: ((_MEAN,) * c, (_STD,) * c) for m, c in (("rgb", 3), ("depth", 1), ("ir", 1))}
         self.compat, self.partner_eval, self.smoothing = compat, partner_eval, smoothing
         self.reference_momentum = reference_momentum
@@ -166,7 +167,8 @@ class MMDA(PadModel):
         scale = self.clip.logit_scale.exp()
         align = torch.stack([rs2_logits(v, s, t, scale) for v, s, t in zip(vis, sp, lv, strict=True)])
         feats = {"tokens": tokens, "v0": v0, "final": vis[-1], "align_logits": align, "moe_aux": aux + aux_u + aux_c,
-                 "text_spoof": spoof0, "text_live": live0}
+                 "text_spoof": spoof0, "text_live": live0, "embedding": vis[-1],
+                 "present": torch.stack([self.present(batch, m) for m in MODALITIES], 1)}
         feats.update({f"cls_{m}": tokens[:, i] for i, m in enumerate(MODALITIES)})
         return ModelOutput(logits=logits, features=feats)
 

@@ -46,6 +46,7 @@ class MMFAS(PadModel):
     """
 
     supports_missing = True
+    modal_features = True
     #: parameters used only by the training losses; ``mfas models show`` counts them apart
     training_only = ("align",)
 
@@ -70,7 +71,7 @@ class MMFAS(PadModel):
         if (icl or cm != "none") and ("rgb" not in mods or len(mods) < 2):
             raise ValueError("alignment bridges RGB to depth/IR: it needs rgb and at least one other modality "
                              "(set icl=false, cm=none)")
-        self.modalities, self.input_size = mods, (img_size, img_size)
+        self.modalities, self.input_size, self.num_features = mods, (img_size, img_size), dim
         self.norm_stats = {m: IMAGENET[m] for m in mods}
         self.alpha, self.beta, self.modality_dropout = alpha, beta, modality_dropout
         self.fusion_kind = fusion
@@ -136,7 +137,7 @@ class MMFAS(PadModel):
         else:
             fused = self.fusion(tokens)
         feats = {f"cls_{m}": tokens[m][:, 0] for m in self.modalities}
-        feats["fused"] = fused
+        feats["embedding"] = feats["fused"] = fused
         feats["present"] = torch.stack([pres[m] for m in self.modalities], 1)
         return ModelOutput(logits=self.head(fused), features=feats)
 
