@@ -340,3 +340,24 @@ def test_scales_n_log_n():
     # a quadratic implementation would not finish; this must be a fraction of a second per call
     assert abs(roc_auc(y, s) - 0.5) < 0.01
     assert 0.45 < eer(y, s).eer < 0.55
+
+
+def test_a_threshold_policy_is_one_registration(monkeypatch: pytest.MonkeyPatch):
+    """The extension point of docs/architecture.md: one PolicyKind, and parsing, the label, the scores it needs
+    and choose_threshold follow."""
+    from mfas.metrics import thresholds as th
+
+    monkeypatch.setattr(th, "POLICY_KINDS", dict(th.POLICY_KINDS))
+    th.register_policy(th.PolicyKind("median", "val", None, lambda v, y, s, p: float(np.median(s)), "median"))
+    pol = ThresholdPolicy.parse("median")
+    assert pol.needs_validation and not pol.paper_compatible and pol.label == "deployable"
+    y, s = np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.7, 0.9])
+    assert choose_threshold("median", val=(y, s)).value == pytest.approx(0.45)
+    with pytest.raises(MetricError, match="already registered"):
+        th.register_policy(th.PolicyKind("median", "val", None, lambda *a: 0.0, ""))
+
+
+@pytest.mark.parametrize("bad", ["fixed:nan", "fixed:inf", "fixed:-inf"])
+def test_non_finite_fixed_thresholds_are_refused(bad: str):
+    with pytest.raises(MetricError, match="finite"):
+        ThresholdPolicy.parse(bad)

@@ -9,10 +9,15 @@ policy         threshold                                              label
 ``bpcer:r``    highest threshold with validation BPCER <= r           deployable
 ``apcer:r``    lowest threshold with validation APCER (max) <= r      deployable
 =============  =====================================================  ===================
+
+A new policy is one :func:`register_policy` call (:class:`PolicyKind`); parsing, the paper-compatible label
+and which scores it needs follow from it.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +25,56 @@ import numpy as np
 from mfas.errors import MetricError
 from mfas.metrics.core import _species_apcer_curves, check_scores, eer, error_curve, species_array
 
-KINDS = ("test_eer", "val_eer", "fixed", "bpcer", "apcer")
+
+@dataclass(frozen=True)
+class PolicyKind:
+    """One kind of threshold policy: the only place a new policy is added (:func:`register_policy`).
+
+    ``source``: which scores choose the threshold: ``test`` (paper-compatible: looks at the test labels),
+    ``val`` (the sources' validation data) or ``fixed`` (none). ``arg``: ``None`` (no argument), ``rate``
+    (a number in [0, 1]) or ``number`` (any finite number). ``choose(value, labels, scores, pai)`` returns
+    the threshold (``labels``/``scores``/``pai`` are None for ``fixed``).
+    """
+
+    name: str
+    source: str
+    arg: str | None
+    choose: Callable[..., float]
+    help: str
+
+
+POLICY_KINDS: dict[str, PolicyKind] = {}
+
+
+def register_policy(kind: PolicyKind) -> PolicyKind:
+    if kind.name in POLICY_KINDS:
+        raise MetricError(f"threshold policy {kind.name!r} is already registered")
+    if kind.source not in ("test", "val", "fixed") or kind.arg not in (None, "rate", "number"):
+        raise MetricError(f"threshold policy {kind.name!r}: bad source {kind.source!r} or argument {kind.arg!r}")
+    POLICY_KINDS[kind.name] = kind
+    return kind
+
+
+def _eer(value, y, s, p) -> float:
+    return eer(y, s).threshold
+
+
+def _bpcer(value, y, s, p) -> float:
+    c = error_curve(y, s)
+    return float(c.thresholds[int(np.flatnonzero(c.bpcer <= value + 1e-12)[-1])])
+
+
+def _apcer(value, y, s, p) -> float:
+    y2, s2 = check_scores(y, s)
+    thr, worst = _species_apcer_curves(y2, s2, species_array(p, y2))
+    return float(thr[int(np.argmax(worst <= value + 1e-12))])
+
+
+register_policy(PolicyKind("test_eer", "test", None, _eer, "EER point of the evaluated (test) set itself"))
+register_policy(PolicyKind("val_eer", "val", None, _eer, "EER point of the source-domain validation scores"))
+register_policy(PolicyKind("fixed", "fixed", "number", lambda value, *_: float(value), "the number t"))
+register_policy(PolicyKind("bpcer", "val", "rate", _bpcer, "highest threshold with validation BPCER <= r"))
+register_policy(PolicyKind("apcer", "val", "rate", _apcer, "lowest threshold with validation APCER (max) <= r"))
 
 
 @dataclass(frozen=True)
@@ -30,14 +84,16 @@ class ThresholdPolicy:
 
     @classmethod
     def parse(cls, text: str | ThresholdPolicy) -> ThresholdPolicy:
-        """Parse ``test_eer``, ``val_eer``, ``fixed:0.5``, ``bpcer:0.05`` or ``apcer:0.01``."""
+        """Parse ``test_eer``, ``val_eer``, ``fixed:0.5``, ``bpcer:0.05``, ``apcer:0.01`` or a registered kind."""
         if isinstance(text, ThresholdPolicy):
             return text
         name, _, arg = str(text).strip().partition(":")
-        if name not in KINDS:
-            raise MetricError(f"unknown threshold policy {text!r}; use one of "
-                              "test_eer, val_eer, fixed:<t>, bpcer:<rate>, apcer:<rate>")
-        if name in ("test_eer", "val_eer"):
+        kind = POLICY_KINDS.get(name)
+        if kind is None:
+            forms = ", ".join(k.name if k.arg is None else f"{k.name}:<{'t' if k.arg == 'number' else 'rate'}>"
+                              for k in POLICY_KINDS.values())
+            raise MetricError(f"unknown threshold policy {text!r}; use one of {forms}")
+        if kind.arg is None:
             if arg:
                 raise MetricError(f"threshold policy {name!r} takes no argument (got {text!r})")
             return cls(name)
@@ -47,7 +103,9 @@ class ThresholdPolicy:
             v = float(arg)
         except ValueError:
             raise MetricError(f"threshold policy {text!r}: {arg!r} is not a number") from None
-        if name in ("bpcer", "apcer") and not 0.0 <= v <= 1.0:
+        if not math.isfinite(v):
+            raise MetricError(f"threshold policy {text!r}: the value must be a finite number")
+        if kind.arg == "rate" and not 0.0 <= v <= 1.0:
             raise MetricError(f"threshold policy {text!r}: a rate must lie in [0, 1]")
         return cls(name, v)
 
@@ -55,13 +113,17 @@ class ThresholdPolicy:
         return self.kind if self.value is None else f"{self.kind}:{self.value:g}"
 
     @property
+    def source(self) -> str:
+        return POLICY_KINDS[self.kind].source
+
+    @property
     def needs_validation(self) -> bool:
-        return self.kind in ("val_eer", "bpcer", "apcer")
+        return self.source == "val"
 
     @property
     def paper_compatible(self) -> bool:
-        """True for the oracle policy that looks at the test labels."""
-        return self.kind == "test_eer"
+        """True for a policy that looks at the test labels (an oracle)."""
+        return self.source == "test"
 
     @property
     def label(self) -> str:
@@ -97,19 +159,8 @@ def choose_threshold(policy: str | ThresholdPolicy, *, test: Scores | None = Non
                      val: Scores | None = None) -> Threshold:
     """Pick the operating point for ``policy`` from test or validation scores."""
     pol = ThresholdPolicy.parse(policy)
-    if pol.kind == "fixed":
-        return Threshold(float(pol.value), str(pol), "fixed", False)
-    if pol.kind == "test_eer":
-        y, s, _ = _unpack(test, "test")
-        return Threshold(eer(y, s).threshold, str(pol), "test", True)
-    y, s, p = _unpack(val, "validation")
-    if pol.kind == "val_eer":
-        return Threshold(eer(y, s).threshold, str(pol), "val", False)
-    if pol.kind == "bpcer":
-        c = error_curve(y, s)
-        k = int(np.flatnonzero(c.bpcer <= pol.value + 1e-12)[-1])
-        return Threshold(float(c.thresholds[k]), str(pol), "val", False)
-    y2, s2 = check_scores(y, s)
-    thr, worst = _species_apcer_curves(y2, s2, species_array(p, y2))
-    k = int(np.argmax(worst <= pol.value + 1e-12))
-    return Threshold(float(thr[k]), str(pol), "val", False)
+    kind = POLICY_KINDS[pol.kind]
+    if kind.source == "fixed":
+        return Threshold(float(kind.choose(pol.value)), str(pol), "fixed", False)
+    y, s, p = _unpack(test if kind.source == "test" else val, "test" if kind.source == "test" else "validation")
+    return Threshold(float(kind.choose(pol.value, y, s, p)), str(pol), kind.source, kind.source == "test")

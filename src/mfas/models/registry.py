@@ -79,7 +79,16 @@ _LOADED = False
 
 
 def _ensure_builtins() -> None:
+    """Import every subpackage of ``mfas.models`` once: each registers its models on import, so a new method
+    is a new folder and nothing else."""
     global _LOADED
     if not _LOADED:
         _LOADED = True
-        from mfas.models import baselines, mmda, mmfas  # noqa: F401  (each registers its models on import)
+        import importlib
+        import pkgutil
+
+        import mfas.models as pkg
+
+        for info in pkgutil.iter_modules(pkg.__path__):
+            if info.ispkg:
+                importlib.import_module(f"{pkg.__name__}.{info.name}")
