@@ -292,4 +292,4 @@ def test_vit_initialisation():
     qkv = m.extractors["rgb"].blocks[0].attn.qkv
     assert abs(float(qkv.weight.detach().std()) - 0.02) < 0.004  # timm truncates at +-2 (absolute), as here
     assert not qkv.bias.any() and not m.head[0].bias.any()
-    assert float(m.fusion.blocks[0].cross.q.weight.std()) < 0.025
+    assert float(m.fusion.blocks[0].cross.q.weight.detach().std()) < 0.025
