@@ -36,6 +36,7 @@ MODELS = {
     "mmfas-no-self-attn": ("mmfas-tiny", {**MMFAS, "switch_self_attn": False}, "extractors"),
     "mmfas-aligned-proj": ("mmfas-tiny", {**MMFAS, "align_proj": True}, "extractors"),
     "vit-concat": ("vit-concat-tiny", VIT, "encoders"),
+    "cnn-concat": ("cnn-concat-tiny", {"img_size": SIZE}, "encoders"),
     "mmda-clean": ("mmda-tiny", {**MMDA, "compat": "clean"}, None),
     "mmda-official": ("mmda-tiny", {**MMDA, "compat": "official"}, None),
 }
@@ -146,7 +147,8 @@ def test_weight_decay_groups_by_name(name: str):
 
 
 #: small overrides per model family, so every registered name (full-size ones included) builds in a moment
-FAMILY = {"mmfas": MMFAS, "vit-concat": VIT, "mmda": MMDA}
+FAMILY = {"mmfas": MMFAS, "vit-concat": VIT, "mmda": MMDA,
+          "cnn-concat": {"img_size": SIZE, "layers": (1, 1, 1, 1), "channels": (8, 8, 16, 16)}}
 
 
 def _family(name: str) -> dict:

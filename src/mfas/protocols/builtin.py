@@ -89,5 +89,13 @@ def _mmfas(sim: bool) -> Protocol:
               "there: prepare mmfas-H with --ir-stream swir:BAND")
 
 
+def _sim_in_domain() -> list[Protocol]:
+    """Train, select and test inside one SimFAS domain: the ceiling a method reaches without domain shift."""
+    return [Protocol(name=f"sim/in/{d}", family="sim", train=[_ref(d, "train", True)], select=[_ref(d, "val", True)],
+                     tests=(TestSet(name=d, parts=(_ref(d, "test", True),)),),
+                     description=f"in-domain: train, select and test on SimFAS domain {d} (disjoint subjects)")
+            for d in LETTERS]
+
+
 def builtin_protocols() -> list[Protocol]:
-    return [*_mmdg(sim=False), _mmfas(sim=False), *_mmdg(sim=True), _mmfas(sim=True)]
+    return [*_mmdg(sim=False), _mmfas(sim=False), *_mmdg(sim=True), _mmfas(sim=True), *_sim_in_domain()]

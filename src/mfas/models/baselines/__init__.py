@@ -1,3 +1,3 @@
-"""Baseline models used to drive and test the engine."""
+"""Baseline models: one encoder per modality, features concatenated, a linear head."""
 
-from mfas.models.baselines import vit_concat  # noqa: F401
+from mfas.models.baselines import cnn_concat, vit_concat  # noqa: F401
