@@ -99,3 +99,19 @@ def test_demo_runs_end_to_end(tmp_path: Path):
     auc = metrics["tests"]["W"]["threshold_free"]["auc"]
     assert f"{100 * auc:.2f}" in r.output  # the printed table comes from the real run
     assert (run / "model.safetensors").exists() and list((run / "plots").glob("*.png"))
+
+
+def test_models_show_counts_without_allocating():
+    """`models show` builds on the meta device: the counts are the real model's (README: 15.64M at inference)."""
+    r = runner.invoke(app, ["models", "show", "mmfas", "--set", "depth=3"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "16,227,278" in r.output and "15.64M" in r.output and "* depth = 3" in r.output
+
+
+def test_predict_and_evaluate_refuse_bad_paths_cleanly(tmp_path: Path):
+    r = runner.invoke(app, ["predict", str(tmp_path / "nope"), "--rgb", "a.png"])
+    assert r.exit_code == 2 and f"{tmp_path / 'nope'}: does not exist" in " ".join(r.output.split())
+    r = runner.invoke(app, ["evaluate", str(tmp_path / "nope")])
+    assert r.exit_code == 2 and "does not exist" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["models", "show", "mmfas", "--set", "fusion=bogus"])
+    assert r.exit_code == 2 and "fusion" in r.output and "Traceback" not in r.output

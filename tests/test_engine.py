@@ -172,6 +172,18 @@ def test_resume_after_kill_matches_uninterrupted(sim_store: Path, tmp_path: Path
     ck = torch.load(tmp_path / "cut" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ck["mfas"]["best_epoch"] == (-1 if selection == "last" else sb["epoch"])
     assert not any(k.startswith("mfas_best") for k in ck)  # the best weights live in their own file
+    # the logs survive the resume: every epoch's rows once, as in the uninterrupted run
+    ra, rb = _csv_rows(full), _csv_rows(tmp_path / "cut")
+    assert [(r["epoch"], r["step"]) for r in ra] == [(r["epoch"], r["step"]) for r in rb]
+    assert sorted({r["epoch"] for r in rb if r.get("val/select/eer")}) == [str(e) for e in range(5)]
+    assert not (tmp_path / "cut" / ".lock").exists()  # the killed run's lock was taken over, then released
+
+
+def _csv_rows(run: Path) -> list[dict]:
+    import csv
+
+    with open(run / "logs" / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
 
 
 SLOW_SAVE = """

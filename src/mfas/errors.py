@@ -68,3 +68,8 @@ def require(module: str, extra: str, purpose: str) -> object:
         return importlib.import_module(module)
     except ImportError:
         raise ConfigError(f"{purpose} needs the {module!r} package: pip install 'mfas[{extra}]'") from None
+
+
+class RunError(ConfigError):
+    """A run folder that cannot be used as asked: trained by another process, finished, or not a run's folder.
+    The message names the folder (or its lock) and what to do."""

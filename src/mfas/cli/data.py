@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from typer.core import TyperCommand, TyperGroup
 
@@ -24,11 +25,11 @@ def progress_bar() -> Progress:
 
 
 def print_info(info: dict) -> None:
-    console.print(f"[bold]{info['path']}[/]: {info['count']:,} samples, "
+    console.print(f"[bold]{escape(info['path'])}[/]: {info['count']:,} samples, "
                   f"{info['image_size'][1]}x{info['image_size'][0]}, modalities {', '.join(info['modalities'])}")
     if info["skipped"]:
         console.print(f"[yellow]{info['skipped']} input(s) were skipped when the store was built:[/] "
-                      + ", ".join(f"{r} ({n})" for r, n in info["skip_reasons"].items())
+                      + ", ".join(f"{escape(str(r))} ({n})" for r, n in info["skip_reasons"].items())
                       + " - see skipped.csv in the store")
     n = info["count"]
     for key, title in (("dataset", "dataset"), ("domain", "domain"), ("split", "split"), ("label", "label"),
@@ -57,11 +58,11 @@ def info_cmd(store: Path = typer.Argument(..., help="Store folder."),
 @app.command("synth")
 @friendly_errors
 def synth_cmd(out: Path = typer.Argument(..., help="Folder of the new store."),
-              per_domain: int = typer.Option(500, "--per-domain", "-n", help="Samples per domain."),
+              per_domain: int = typer.Option(500, "--per-domain", "-n", help="Samples per domain (1 to 1,000,000)."),
               domains: str = typer.Option("C,P,S,W", help="Domain profiles, comma separated."),
-              size: int = typer.Option(112, help="Image size (square)."),
+              size: int = typer.Option(112, help="Image size (square), 8 to 1024 pixels."),
               seed: int = typer.Option(0, help="Random seed; the store is a function of it."),
-              frames: int = typer.Option(1, help="Frames per video (same scene, new sensor noise)."),
+              frames: int = typer.Option(1, help="Frames per video (same scene, new sensor noise), 1 to 1000."),
               workers: int = typer.Option(0, help="Worker processes (0 = one per core, at most 8)."),
               overwrite: bool = typer.Option(False, help="Replace an existing store.")) -> None:
     """Generate a SimFAS store: procedural RGB, depth and NIR faces with bona fide and attack presentations."""
@@ -73,7 +74,15 @@ def synth_cmd(out: Path = typer.Argument(..., help="Folder of the new store."),
         report = generate_store(out, per_domain=per_domain, domains=doms, size=size, seed=seed,
                                 frames_per_video=frames, workers=workers or None, overwrite=overwrite,
                                 progress=lambda k: bar.advance(task, k))
-    console.print(f"wrote {report.written:,} samples to [bold]{report.path}[/] ({report.n_skipped} skipped)")
+    print_notes(report.notes)
+    console.print(f"wrote {report.written:,} samples to [bold]{escape(str(report.path))}[/] "
+                  f"({report.n_skipped} skipped)")
+
+
+def print_notes(notes: list[str]) -> None:
+    """What a build did besides writing samples (a stale lock taken over, a previous store put back)."""
+    for note in notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
 
 
 @app.command("sanity")
@@ -126,13 +135,13 @@ def print_sanity(rep: dict) -> None:
 @friendly_errors
 def preview_cmd(out: Path = typer.Argument(..., help="PNG file to write."),
                 domain: str = typer.Option("C", help="Domain profile."),
-                size: int = typer.Option(112, help="Tile size."),
+                size: int = typer.Option(112, help="Tile size, 8 to 1024 pixels."),
                 seed: int = typer.Option(0, help="Random seed.")) -> None:
     """A picture of every PAI species SimFAS renders in one domain: rows RGB, depth, NIR."""
     from mfas.data.synth.preview import preview_grid, save_png
 
     save_png(out, preview_grid(domain, size=size, seed=seed))
-    console.print(f"wrote {out}")
+    console.print(f"wrote {escape(str(out))}")
 
 
 class _AdapterCommand(TyperCommand):
@@ -165,8 +174,9 @@ _COMMON_FIRST = [
     _option("root", Path, typer.Option(..., "--root", help="Folder of the dataset as it was downloaded.")),
     _option("out", Path, typer.Option(..., "--out", help="Folder of the new store."))]
 _COMMON_LAST = [
-    _option("size", int, typer.Option(224, help="Stored image size (square); every image is resized to it.")),
-    _option("workers", int, typer.Option(0, help="Decoding processes (0 = one per core, at most 8).")),
+    _option("size", int, typer.Option(224, help="Stored image size (square), 8 to 2048 pixels; every image is "
+                                                 "resized to it.")),
+    _option("workers", int, typer.Option(0, help="Decoding processes (0 = one per core, at most 8; at most 64).")),
     _option("strict", bool, typer.Option(False, help="Stop at the first bad input instead of skipping and "
                                                      "reporting it.")),
     _option("overwrite", bool, typer.Option(False, help="Replace an existing store."))]
@@ -243,14 +253,16 @@ app.add_typer(prepare_app, name="prepare")
 
 def print_prepare(report) -> None:
     b = report.build
-    console.print(f"wrote {b.written:,} samples to [bold]{b.path}[/]")
+    print_notes(b.notes)
+    console.print(f"wrote {b.written:,} samples to [bold]{escape(str(b.path))}[/]")
     for split, c in report.counts.items():
         pai = {k.removeprefix("pai:"): v for k, v in c.items() if k.startswith("pai:")}
         console.print(f"  {split}: {c['samples']:,} samples, {c.get('bonafide', 0):,} bona fide, "
                       f"{c.get('attack', 0):,} attacks  ({', '.join(f'{k} {v:,}' for k, v in sorted(pai.items()))})")
     if b.skipped:
-        console.print(f"[yellow]{b.n_skipped:,} input(s) skipped[/] (all listed in {b.path / 'skipped.csv'}):")
+        listed = escape(str(b.path / "skipped.csv"))
+        console.print(f"[yellow]{b.n_skipped:,} input(s) skipped[/] (all listed in {listed}):")
         for reason, n in b.skip_reasons().most_common(10):
-            console.print(f"  {n:>7,}  {reason}")
+            console.print(f"  {n:>7,}  {escape(str(reason))}", highlight=False)
         for _sid, where, reason in b.skipped[:5]:
-            console.print(f"  e.g. {where}: {reason}")
+            console.print(f"  e.g. {escape(str(where))}: {escape(str(reason))}", highlight=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import typer
@@ -20,6 +19,7 @@ def train_cmd(config: Path = typer.Argument(None, help="Experiment YAML (not nee
               store: list[str] = STORE) -> None:
     """Train a model on a protocol and write runs/<name>/ (checkpoint, bundle, scores, metrics, report)."""
     from mfas.engine.config import load_config
+    from mfas.engine.resolve import resume_config
     from mfas.engine.train import train
     from mfas.errors import ConfigError
     from mfas.protocols import parse_store_args
@@ -27,8 +27,7 @@ def train_cmd(config: Path = typer.Argument(None, help="Experiment YAML (not nee
     if resume is not None:
         if config is not None or set_:
             raise ConfigError("--resume takes the run's own config.yaml; do not pass a config or --set")
-        cfg = load_config(resume / "config.yaml")
-        cfg = cfg.model_copy(update={"output_dir": str(resume.parent)})
+        cfg = resume_config(resume)  # the folder given, even if it was moved or renamed
     elif config is None:
         raise ConfigError("give a config file, or --resume RUN")
     else:
@@ -68,9 +67,13 @@ def evaluate_cmd(run: Path = typer.Argument(..., help="A trained run folder."),
     """Score a protocol's targets with a trained run; writes score files, metrics.json and report.md."""
     from mfas.conventions import parse_modalities
     from mfas.engine.run_eval import evaluate_run
+    from mfas.errors import ConfigError
     from mfas.protocols import parse_store_args
 
-    mods = parse_modalities(modalities) if modalities else None
+    try:
+        mods = parse_modalities(modalities) if modalities is not None else None
+    except ValueError as e:
+        raise ConfigError(f"--modalities {modalities!r}: {e}") from None
     dev = int(devices) if devices and devices.isdigit() else devices
     path = evaluate_run(run, protocol, mods, parse_store_args(store), dev, strategy, out)
     console.print(f"evaluation written to [bold]{path}[/]")
@@ -86,13 +89,18 @@ def report_cmd(runs: list[Path] = typer.Argument(..., help="One or more runs."),
     """Write report.md: threshold-free and per-policy tables (paper-compatible and deployable) with bootstrap
     95% intervals, per-PAI APCER, video-level scores when videos have several frames, the papers' layouts,
     plots."""
+    from mfas.engine.io import check_output_folder, existing_folder
     from mfas.engine.report import write_report
     from mfas.errors import ConfigError
 
+    for run in runs:
+        existing_folder(run, "run")
     if out is None:
         if len(runs) > 1:
             raise ConfigError("several runs need --out DIR for the comparison report")
         out = runs[0]
+    else:
+        check_output_folder(out, "--out", allow_run=True)
     path = write_report(runs, out, **({} if bootstrap is None else {"n_boot": bootstrap}))
     console.print(f"wrote [bold]{path}[/] (plots in {path.parent / 'plots'})")
 
@@ -105,42 +113,72 @@ def predict_cmd(bundle: Path = typer.Argument(..., help="Run folder or bundle (m
                 rgb_dir: Path = typer.Option(None, help="Folder of RGB images (matched by file stem)."),
                 depth_dir: Path = typer.Option(None, help="Folder of depth images."),
                 ir_dir: Path = typer.Option(None, help="Folder of IR images."),
-                out: Path = typer.Option(Path("predictions.csv"), help="CSV for folder input.")) -> None:
+                out: Path = typer.Option(None, help="CSV for folder input (default: predictions.csv)."),
+                overwrite: bool = typer.Option(False, "--overwrite", help="Replace the --out file if it exists."),
+                allow_missing: bool = typer.Option(
+                    False, "--allow-missing",
+                    help="Folder input: score names that lack a modality with the ones they have (only for models "
+                         "that support missing modalities; otherwise such names are an error).")) -> None:
     """Score new captures: one presentation (--rgb/--depth/--ir) or folders (--rgb-dir ...) into a CSV."""
     import mfas
-    from mfas.errors import ConfigError, MfasError
+    from mfas.engine.io import check_output_file
+    from mfas.engine.predict import match_folders, predict_folders, write_predictions
+    from mfas.errors import ConfigError, DataError
 
-    p = mfas.load(bundle)
-    if rgb_dir is None and depth_dir is None and ir_dir is None:
-        r = p.predict(rgb=rgb, depth=depth, ir=ir)
+    images = {"rgb": rgb, "depth": depth, "ir": ir}
+    dirs = {m: d for m, d in {"rgb": rgb_dir, "depth": depth_dir, "ir": ir_dir}.items() if d is not None}
+    if dirs and any(v is not None for v in images.values()):
+        raise ConfigError("give single images (--rgb/--depth/--ir) or folders (--rgb-dir/--depth-dir/--ir-dir), "
+                          "not both")
+    if not dirs:
+        if not any(v is not None for v in images.values()):
+            raise ConfigError("nothing to score: give --rgb/--depth/--ir images or --rgb-dir/--depth-dir/--ir-dir "
+                              "folders")
+        for flag, given in (("--out", out is not None), ("--overwrite", overwrite), ("--allow-missing", allow_missing)):
+            if given:
+                raise ConfigError(f"{flag} is for folder input (--rgb-dir ...); a single presentation is printed")
+        p = mfas.load(bundle)
+        r = p.predict(**images)
         console.print(f"score {r.score:.4f} -> [bold]{r.decision}[/] (threshold {r.threshold:.4f}, policy "
                       f"{r.policy}; modalities used: {', '.join(r.modalities)})")
         return
-    dirs = {"rgb": rgb_dir, "depth": depth_dir, "ir": ir_dir}
-    for m, d in dirs.items():
-        if d is not None and not d.is_dir():
-            raise ConfigError(f"--{m}-dir {d}: not a folder")
-    stems: dict[str, dict[str, Path]] = {m: {f.stem: f for f in sorted(d.iterdir()) if f.is_file()}
-                                         for m, d in dirs.items() if d is not None}
-    keys = sorted(set().union(*[set(v) for v in stems.values()]))
-    rows = []
-    for k in keys:
-        given = {m: stems[m].get(k) for m in stems}
-        try:
-            r = p.predict(**given)
-            rows.append([k, f"{r.score:.6f}", r.decision, "+".join(r.modalities), ""])
-        except MfasError as e:
-            rows.append([k, "", "", "+".join(m for m, v in given.items() if v is not None), str(e)])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["name", "score", "decision", "modalities", "error"])
-        w.writerows(rows)
-    bad = sum(1 for r in rows if r[4])
-    console.print(f"wrote {len(rows)} predictions to [bold]{out}[/] ({bad} with errors, listed in the CSV)")
+    out = check_output_file(out if out is not None else Path("predictions.csv"), "--out", overwrite)
+    inputs, skipped = match_folders(dirs, out)
+    p = mfas.load(bundle)
+    rows = predict_folders(p, inputs, dirs, allow_missing)
+    write_predictions(out, rows)
+    bad = [r for r in rows if r[4]]
+    if len(bad) == len(rows):
+        raise DataError(out, f"none of the {len(rows)} presentations could be scored (first: {bad[0][0]}: "
+                             f"{bad[0][4]}); every error is listed in this CSV")
+    console.print(f"wrote {len(rows)} predictions to [bold]{out}[/] ({len(bad)} with errors, listed in the CSV)")
+    for r in bad[:5]:
+        console.print(f"  {r[0]}: {r[4]}", highlight=False, markup=False)
+    if skipped:
+        names = ", ".join(str(f) for f in skipped[:3]) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+        console.print(f"skipped {len(skipped)} files that are not images: {names}", highlight=False, markup=False)
 
 
 models_app = typer.Typer(help="List and inspect registered models.", no_args_is_help=True)
+
+
+def parse_model_sets(items: list[str]) -> dict:
+    """``["depth=3", "fusion=merge"]`` -> {"depth": 3, "fusion": "merge"} (values parsed as YAML)."""
+    import yaml
+
+    from mfas.errors import ConfigError
+
+    over = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: write KEY=VALUE, e.g. --set depth=3")
+        try:
+            over[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:
+            reason = " ".join(str(e).split())
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({reason})") from None
+    return over
 
 
 @models_app.command("list")
@@ -160,13 +198,13 @@ def models_show(name: str = typer.Argument(..., help="Model name."),
     """Every option with its value (* = set by --set) and parameter counts by top-level part."""
     import json
 
-    import yaml
     from rich.markup import escape
 
-    from mfas.models import create_model
+    from mfas.engine.io import check_option_values, meta_model
 
-    over = {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in set_ or [])}
-    m = create_model(name, **over)
+    over = parse_model_sets(set_ or [])
+    check_option_values(over, "--set")
+    m = meta_model(name, over, "")  # shapes only: counting parameters allocates nothing
     console.print(f"[bold]{escape(name)}[/] options:")
     for key, value in m.config.items():
         if key != "name":
@@ -212,15 +250,21 @@ def models_convert_mmda(
     from rich.markup import escape
 
     from mfas.engine.config import apply_overrides, dump_config, validate_config
-    from mfas.engine.io import atomic_write_text, save_bundle
+    from mfas.engine.io import atomic_write_text, check_checkpoint, check_output_folder, save_bundle, weights_header
     from mfas.engine.resolve import resolve_protocol
     from mfas.errors import ConfigError
     from mfas.metrics import choose_threshold
     from mfas.models import create_model
     from mfas.models.mmda.convert import converted_run_config, load_released_checkpoint
 
+    check_output_folder(out, "--out", allow_run=True)  # a usable path under a writable folder
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out {out}: exists and is not an empty folder")
+    # the file first: a truncated, foreign or malicious checkpoint is refused before a model is built
+    if checkpoint.suffix == ".safetensors":
+        weights_header(checkpoint)
+    else:
+        check_checkpoint(checkpoint)
     data = apply_overrides(converted_run_config(out.name, protocol), set_ or [])
     if not data.get("protocol"):
         raise ConfigError("give --protocol: the protocol the checkpoint was trained on, e.g. loo/CPS-W")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -10,6 +11,7 @@ from torch.utils.data import Dataset
 
 from mfas.conventions import MODALITIES, MODALITY_CHANNELS
 from mfas.data.store import Store
+from mfas.errors import ConfigError
 
 META_KEYS = ("sample_id", "dataset", "domain", "split", "pai", "subject", "video")
 
@@ -30,10 +32,12 @@ class StoreDataset(Dataset):
     def __init__(self, store: Store, indices: Sequence[int] | np.ndarray | None = None,
                  modalities: Sequence[str] = MODALITIES, drop: Sequence[str] = (),
                  transform: Callable[[dict], dict] | None = None):
+        if isinstance(store, str | Path):
+            raise ConfigError(f"StoreDataset: got the path {store}; pass the opened store, open_store({str(store)!r})")
         self.store = store
-        self.indices = np.arange(len(store)) if indices is None else np.asarray(indices, dtype=np.int64)
-        self.modalities = tuple(modalities)
-        self.drop = set(drop)
+        self.indices = np.arange(len(store)) if indices is None else _check_indices(indices, store)
+        self.modalities = _check_names("modalities", modalities)
+        self.drop = set(_check_names("drop", drop))
         self.transform = transform
         self._present = store.present(self.modalities)
         for m in self.drop:
@@ -70,3 +74,26 @@ class StoreDataset(Dataset):
         if self.transform is not None:
             item = self.transform(item)
         return item
+
+
+def _check_names(what: str, names: Sequence[str]) -> tuple[str, ...]:
+    names = (names,) if isinstance(names, str) else tuple(names)
+    for m in names:
+        if m not in MODALITY_CHANNELS:
+            raise ConfigError(f"StoreDataset {what}: unknown modality {m!r}; known: {', '.join(MODALITY_CHANNELS)}")
+    return names
+
+
+def _check_indices(indices: Sequence[int] | np.ndarray, store: Store) -> np.ndarray:
+    """Row numbers of ``store``, checked: whole numbers within the store (a bool mask is refused, not cast)."""
+    a = np.asarray(indices)
+    if a.dtype == bool:
+        raise ConfigError("StoreDataset indices: got a boolean mask; pass row numbers (np.flatnonzero(mask))")
+    if a.size and a.dtype.kind not in "iu":
+        raise ConfigError(f"StoreDataset indices: expected whole row numbers, got {a.dtype} values")
+    a = a.astype(np.int64).reshape(-1)
+    bad = a[(a < 0) | (a >= len(store))]
+    if bad.size:
+        raise ConfigError(f"StoreDataset indices: row {int(bad[0])} is out of range for {store.path} "
+                          f"({len(store)} samples)")
+    return a

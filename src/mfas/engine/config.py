@@ -1,35 +1,71 @@
-"""Experiment configuration: one YAML file, validated into typed objects, overridable by key."""
+"""Experiment configuration: one YAML file, validated into typed objects, overridable by key.
+
+Every value is checked before anything runs: sizes and counts must be positive, rates finite, the run name a plain
+folder name, threshold policies parseable, model options known to the model's builder and of its types. An error
+names the file, the key and what was expected.
+"""
 
 from __future__ import annotations
 
+import copy
+import math
+import os
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mfas.errors import ConfigError, config_error_from_pydantic
 from mfas.metrics.thresholds import ThresholdPolicy
 
+Positive = Annotated[int, Field(gt=0)]
+NonNegative = Annotated[int, Field(ge=0)]
+Rate = Annotated[float, Field(ge=0.0, le=1.0)]
+
+#: at most this many bytes in a run name (a folder name on every common file system)
+MAX_NAME_BYTES = 255
+
+
+def run_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a run folder, or None. A run name is a plain folder name: not empty, no path
+    separator, not ``.`` or ``..``, no control character, no space at either end, at most 255 bytes."""
+    if not name or not name.strip():
+        return "a run name must not be empty"
+    if name in (".", ".."):
+        return f"a run name must be a plain folder name, not {name!r}"
+    seps = {"/", "\\", os.sep, os.altsep} - {None}
+    if any(s in name for s in seps):
+        return "a run name must be a plain folder name, without '/' or '\\' (the folder is output_dir/name)"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "a run name must not contain control characters"
+    if name != name.strip():
+        return "a run name must not begin or end with a space"
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        return f"a run name has at most {MAX_NAME_BYTES} bytes"
+    return None
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DataConfig(_Strict):
     stores: dict[str, str] = {}  # store key -> folder; merged over datasets.yaml
     datasets_file: str | None = None
-    image_size: int | None = None  # default: the model's input size
-    batch_size: int = 32
-    eval_batch_size: int = 64
+    image_size: Positive | None = None  # default: the model's input size
+    batch_size: Positive = 32
+    eval_batch_size: Positive = 64
     sampler: Literal["random", "class_balanced", "class_domain", "domain_groups"] = "class_balanced"
-    batches_per_epoch: int | None = None  # default: ceil(train samples / batch size)
-    workers: int = 0
+    batches_per_epoch: Positive | None = None  # default: ceil(train samples / batch size)
+    workers: NonNegative = 0
     augment: bool = True
 
 
 class ModelConfig(BaseModel):
-    """``name`` plus any keyword the model's builder accepts (checked when the model is built)."""
+    """``name`` plus any keyword the model's builder accepts (checked against the builder's signature when the
+    config is validated, and by the builder when the model is built)."""
 
     model_config = ConfigDict(extra="allow")
     name: str
@@ -41,33 +77,94 @@ class ModelConfig(BaseModel):
 
 class OptimConfig(_Strict):
     name: Literal["adamw"] = "adamw"
-    lr: float = 1e-4
-    weight_decay: float = 1e-2
-    betas: tuple[float, float] = (0.9, 0.999)
+    lr: Annotated[float, Field(gt=0.0)] = 1e-4
+    weight_decay: Annotated[float, Field(ge=0.0)] = 1e-2
+    betas: tuple[Annotated[float, Field(ge=0.0, lt=1.0)], Annotated[float, Field(ge=0.0, lt=1.0)]] = (0.9, 0.999)
     schedule: Literal["cosine", "constant"] = "cosine"
-    warmup: float = 0.1  # fraction of all optimiser steps with linear warm-up
-    min_lr_ratio: float = 0.0  # cosine floor as a fraction of lr
+    warmup: Rate = 0.1  # fraction of all optimiser steps with linear warm-up
+    min_lr_ratio: Rate = 0.0  # cosine floor as a fraction of lr
+
+
+def _lightning_names(kind: str) -> list[str]:
+    """The precision, accelerator or strategy names this Lightning accepts."""
+    if kind == "precision":
+        from typing import get_args
+
+        from lightning.fabric.plugins.precision.precision import _PRECISION_INPUT
+
+        def flat(t: object) -> list[str]:
+            args = get_args(t)
+            return [x for a in args for x in flat(a)] if args else [str(t)]
+
+        return sorted({str(a) for a in flat(_PRECISION_INPUT)})
+    if kind == "accelerator":
+        from lightning.pytorch.accelerators import AcceleratorRegistry
+
+        return ["auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators())]
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    return ["auto", *StrategyRegistry.available_strategies()]
+
+
+def _one_of(value: str, kind: str) -> str:
+    names = _lightning_names(kind)
+    if value not in names:
+        from mfas.errors import did_you_mean
+
+        raise ValueError(f"unknown {kind} {value!r}" + did_you_mean(value, names, listing="valid"))
+    return value
 
 
 class TrainerConfig(_Strict):
-    max_epochs: int = 10
-    max_steps: int = -1  # > 0 stops earlier than max_epochs
+    max_epochs: Positive = 10
+    max_steps: int = -1  # > 0 stops earlier than max_epochs; -1: no limit
     precision: str = "32-true"  # "bf16-mixed" on GPU
     accelerator: str = "auto"
     devices: int | str = 1
-    num_nodes: int = 1
+    num_nodes: Positive = 1
     strategy: str = "auto"  # "ddp" for several devices
-    accumulate_grad_batches: int = 1
-    gradient_clip_val: float | None = None
+    accumulate_grad_batches: Positive = 1
+    gradient_clip_val: Annotated[float, Field(ge=0.0)] | None = None  # 0 or None: no clipping
     deterministic: bool = False
-    log_every_n_steps: int = 10
+    log_every_n_steps: Positive = 10
     progress: bool = True
+
+    @field_validator("max_steps")
+    @classmethod
+    def _max_steps(cls, v: int) -> int:
+        if v != -1 and v < 1:
+            raise ValueError("max_steps is -1 (no limit: max_epochs decides) or a positive number of optimiser steps")
+        return v
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision(cls, v: object) -> object:
+        return _one_of(str(v), "precision") if isinstance(v, str | int) and not isinstance(v, bool) else v
+
+    @field_validator("accelerator")
+    @classmethod
+    def _accelerator(cls, v: str) -> str:
+        return _one_of(v, "accelerator")
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, v: str) -> str:
+        return _one_of(v, "strategy")
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and (v >= 1 or v == -1):
+            return v
+        if isinstance(v, str) and re.fullmatch(r"auto|-1|\d+|\d+(,\d+)*,?|\[\d+(,\s*\d+)*\]", v.strip()):
+            return v
+        raise ValueError("devices is a count (1, 2, ...; -1 for all), 'auto', or device indices such as '0,1'")
 
 
 class EvalConfig(_Strict):
     policies: list[str] = ["test_eer", "val_eer"]
     selection: Literal["last", "best_source_val", "oracle_target"] = "last"
-    every_n_epochs: int = 1
+    every_n_epochs: Positive = 1
     bundle_policy: str = "val_eer"  # the threshold stored in the inference bundle
 
     @field_validator("policies")
@@ -75,11 +172,20 @@ class EvalConfig(_Strict):
     def _policies(cls, v: list[str]) -> list[str]:
         return [str(ThresholdPolicy.parse(p)) for p in v]
 
+    @field_validator("bundle_policy")
+    @classmethod
+    def _bundle_policy(cls, v: str) -> str:
+        p = ThresholdPolicy.parse(v)
+        if p.paper_compatible:
+            raise ValueError(f"{v} chooses the threshold on test labels; a deployed threshold must not: use val_eer, "
+                             "bpcer:<rate>, apcer:<rate> or fixed:<t>")
+        return str(p)
+
 
 class ExperimentConfig(_Strict):
     name: str
-    seed: int = 0
-    protocol: str
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
+    protocol: Annotated[str, Field(min_length=1)]
     protocol_file: str | None = None
     output_dir: str = "runs"
     data: DataConfig = DataConfig()
@@ -87,6 +193,21 @@ class ExperimentConfig(_Strict):
     optim: OptimConfig = OptimConfig()
     trainer: TrainerConfig = TrainerConfig()
     eval: EvalConfig = EvalConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        problem = run_name_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
+    @field_validator("output_dir")
+    @classmethod
+    def _output_dir(cls, v: str) -> str:
+        if "\0" in v:
+            raise ValueError("a folder name cannot contain a NUL character")
+        return v
 
     @property
     def run_dir(self) -> Path:
@@ -103,22 +224,86 @@ def _fields_at(path: list[str]) -> list[str]:
     return list(cls.model_fields)
 
 
+def _kind(value: object) -> str:
+    """'a list', 'a number', 'text', ... for messages about a value of the wrong kind."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return f"a number ({value!r})"
+    if isinstance(value, str):
+        return f"text ({_shown(value)})"
+    return "a list" if isinstance(value, list) else f"a {type(value).__name__}"
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _config_error(error: ValidationError, where: str) -> ConfigError:
+    """The first problem of a pydantic error as one line: the key, what was expected, what was given."""
+    errs = sorted(error.errors(), key=lambda x: x["type"] != "extra_forbidden")
+    err = errs[0]
+    if err["type"] in ("extra_forbidden", "missing"):
+        return config_error_from_pydantic(error, where, _fields_at)
+    key = ".".join(str(p) for p in err["loc"]) or "config"
+    msg = err["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        msg = msg.removeprefix(prefix)
+    return ConfigError(f"{where}: {key}: {msg} (got {_shown(err.get('input'))})")
+
+
 def validate_config(data: dict, where: str = "config") -> ExperimentConfig:
-    """Typed config from a mapping; unknown keys are errors naming the nearest valid key."""
+    """Typed config from a mapping; unknown keys are errors naming the nearest valid key, bad values errors naming
+    the key and what it takes. Model options are checked against the model builder's signature (names and types),
+    so ``model.depth: abc`` fails here, before any training; ``model.modalities: rgb`` is read as ``[rgb]``."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: a config is a mapping of sections (name, protocol, data, model, optim, trainer, "
+                          f"eval), not {_kind(data)}")
+    if any(not isinstance(k, str) for k in data):
+        bad = next(k for k in data if not isinstance(k, str))
+        raise ConfigError(f"{where}: key {bad!r} is not a name")
     try:
-        return ExperimentConfig(**data)
+        cfg = ExperimentConfig.model_validate(data)
     except ValidationError as e:
-        raise config_error_from_pydantic(e, where, _fields_at) from None
+        raise _config_error(e, where) from None
+    from mfas.models.registry import check_options
+
+    options = cfg.model.overrides
+    checked = check_options(cfg.model.name, options, where=where)
+    if checked != options or any(type(checked[k]) is not type(options[k]) for k in options):
+        cfg = cfg.model_copy(update={"model": ModelConfig(name=cfg.model.name, **checked)})
+    return cfg
+
+
+def parse_set(s: str) -> tuple[list[str], object]:
+    """``a.b.c=value`` as (key parts, value parsed as YAML); a :class:`ConfigError` naming the ``--set`` otherwise."""
+    if not isinstance(s, str):
+        raise ConfigError(f"bad --set {s!r}; write KEY=VALUE, e.g. optim.lr=1e-4")
+    key, sep, raw = s.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"bad --set {s!r}; write KEY=VALUE, e.g. optim.lr=1e-4")
+    parts = [p.strip() for p in key.strip().split(".")]
+    if any(not p for p in parts):
+        raise ConfigError(f"bad --set {s!r}: the key {key.strip()!r} has an empty part; write e.g. optim.lr=1e-4")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except (yaml.YAMLError, RecursionError) as e:
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise ConfigError(f"--set {s!r}: the value of {key.strip()!r} is not valid YAML ({problem}); quote text "
+                          f"that contains ':', '[', '{{' or '#'") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"--set {s!r}: the value of {key.strip()!r} must be a finite number")
+    return parts, value
 
 
 def apply_overrides(data: dict, sets: list[str]) -> dict:
-    """Apply ``a.b.c=value`` strings (values parsed as YAML) to a nested mapping, in order."""
-    out = yaml.safe_load(yaml.safe_dump(data))  # deep copy of plain data
+    """Apply ``a.b.c=value`` strings (values parsed as YAML) to a nested mapping, in order; ``data`` is not changed."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"--set needs a config that is a mapping of sections, not {_kind(data)}")
+    out = copy.deepcopy(data)
     for s in sets or []:
-        key, sep, raw = s.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"bad --set {s!r}; write KEY=VALUE, e.g. optim.lr=1e-4")
-        parts = key.strip().split(".")
+        parts, value = parse_set(s)
         node = out
         for i, p in enumerate(parts[:-1]):
             nxt = node.get(p)
@@ -127,21 +312,32 @@ def apply_overrides(data: dict, sets: list[str]) -> dict:
             if not isinstance(nxt, dict):
                 raise ConfigError(f"--set {s!r}: {'.'.join(parts[:i + 1])!r} is not a section")
             node = nxt
-        value = yaml.safe_load(raw) if raw.strip() else ""
         node[parts[-1]] = value
     return out
 
 
 def load_config(path: str | Path, sets: list[str] | None = None) -> ExperimentConfig:
+    """Read, override and validate a config file. A missing, unreadable, non-UTF-8 or non-YAML file, or one that is
+    not a mapping, is a :class:`ConfigError` naming the file."""
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"{p}: no such config file")
+    if p.is_dir():
+        raise ConfigError(f"{p}: a folder, not a config file")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
+        text = p.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot be read ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not a text file (byte {e.start} is not UTF-8); a config is YAML text") from None
+    try:
+        data = yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError) as e:
         raise ConfigError(f"{p}: not valid YAML ({e})") from None
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{p}: a config is a mapping of sections")
+        raise ConfigError(f"{p}: a config is a mapping of sections (name, protocol, model, ...), not {_kind(data)}")
     return validate_config(apply_overrides(data, sets or []), where=str(p))
 
 

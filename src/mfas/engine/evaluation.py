@@ -15,7 +15,7 @@ from mfas.engine.data import Part
 from mfas.engine.io import atomic_write_text
 from mfas.engine.module import gather_scores, score_batch
 from mfas.engine.resolve import safe_name
-from mfas.errors import MetricError
+from mfas.errors import DataError, MetricError
 from mfas.metrics import definitions, evaluate_scores, fuse_videos, threshold_free, weighted_average
 from mfas.protocols import Protocol
 
@@ -71,11 +71,26 @@ def score_file(result_dir: Path, test_name: str) -> Path:
 
 
 def read_scores(path: Path) -> dict[str, np.ndarray]:
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f))
+    """A scores CSV written by :func:`write_scores`; a :class:`DataError` naming the file (and row) when it is
+    damaged: not UTF-8 CSV, a missing column, a label that is not 0/1 or a score that is not a finite number."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in SCORE_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise DataError(path, f"not a scores file: no column {', '.join(missing)}")
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(path, f"cannot be read as a scores CSV ({str(e).splitlines()[0]})") from None
     out = {c: np.array([r[c] for r in rows], dtype=object) for c in SCORE_COLUMNS}
-    out["label"] = out["label"].astype(np.int64)
-    out["score"] = out["score"].astype(np.float64)
+    try:
+        out["label"] = out["label"].astype(np.int64)
+        out["score"] = out["score"].astype(np.float64)
+    except (TypeError, ValueError) as e:
+        raise DataError(path, f"a label or score is not a number ({str(e).splitlines()[0]})") from None
+    bad = np.flatnonzero(~np.isin(out["label"], (0, 1)) | ~np.isfinite(out["score"]))
+    if bad.size:
+        raise DataError(path, f"row {int(bad[0]) + 2}: label must be 0 or 1 and score a finite number")
     return out
 
 

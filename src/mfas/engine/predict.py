@@ -9,10 +9,10 @@ import numpy as np
 import torch
 
 from mfas.conventions import MODALITIES, MODALITY_CHANNELS
-from mfas.data.images import MAX_PIXELS, conform, read_image
+from mfas.data.images import conform, max_pixels, read_image
 from mfas.data.transforms import eval_transform
 from mfas.engine.io import load_bundle
-from mfas.errors import DataError, MfasError
+from mfas.errors import ConfigError, DataError, MfasError
 
 
 @dataclass(frozen=True)
@@ -32,9 +32,15 @@ class Predictor:
     """A trained model with its preprocessing and operating point. Deterministic, batch-independent."""
 
     def __init__(self, path: str | Path, device: str | torch.device = "cpu"):
-        self.model, self.meta = load_bundle(path)
-        self.device = torch.device(device)
-        self.model.to(self.device).eval()
+        try:
+            self.device = torch.device(device)
+        except (RuntimeError, TypeError, ValueError) as e:
+            raise ConfigError(f"device {device!r}: {str(e).splitlines()[0] if str(e) else 'not a device'}") from None
+        self.model, self.meta = load_bundle(path)  # every key used below is checked there
+        try:
+            self.model.to(self.device).eval()
+        except (RuntimeError, AssertionError) as e:  # e.g. cuda on a machine without one
+            raise ConfigError(f"device {device!r}: cannot be used ({str(e).splitlines()[0]})") from None
         pre = self.meta["preprocessing"]
         self.size = tuple(pre["input_size"])
         self.modalities = tuple(pre["modalities"])
@@ -42,15 +48,18 @@ class Predictor:
         self.transform = eval_transform(self.size, self.norm)
         self.threshold = float(self.meta["threshold"]["value"])
         self.policy = str(self.meta["threshold"]["policy"])
+        self.supports_missing = bool(self.meta["supports_missing"])
 
     def _load(self, m: str, image: object) -> torch.Tensor:
         """uint8 C x H x W tensor of one modality, checked like store inputs."""
         if isinstance(image, str | Path):
             img = read_image(image, m)
         else:
-            img = conform(np.asarray(image), m, f"{m} array")
-            if img.shape[0] * img.shape[1] > MAX_PIXELS:
-                raise DataError(f"{m} array", f"image of {img.shape[1]}x{img.shape[0]} exceeds the pixel limit")
+            arr = np.asarray(image)
+            if arr.ndim >= 2 and arr.shape[0] * arr.shape[1] > max_pixels():
+                raise DataError(f"{m} array", f"image of {arr.shape[1]}x{arr.shape[0]} exceeds the limit of "
+                                              f"{max_pixels():,} pixels")
+            img = conform(arr, m, f"{m} array")
         t = torch.from_numpy(np.array(img, copy=True))
         return t.permute(2, 0, 1) if t.ndim == 3 else t[None]
 
@@ -65,7 +74,7 @@ class Predictor:
         if ignored:
             raise MfasError(f"the model does not use {', '.join(ignored)}; it takes {', '.join(self.modalities)}")
         absent = [m for m in self.modalities if m not in used]
-        if absent and not self.meta.get("supports_missing", False):
+        if absent and not self.supports_missing:
             raise MfasError(f"this model needs {', '.join(self.modalities)}; missing: {', '.join(absent)}")
         shapes = {m: self._load(m, given[m]) for m in used}
         sizes = {tuple(t.shape[-2:]) for t in shapes.values()}
@@ -86,3 +95,107 @@ class Predictor:
 def load(path: str | Path, device: str = "cpu") -> Predictor:
     """Load a run folder or bundle for inference. Nothing is unpickled."""
     return Predictor(path, device)
+
+
+# ------------------------------------------------------------------------------------------------ folders
+
+def _listing(items: list[str], n: int = 5) -> str:
+    more = f", and {len(items) - n} more" if len(items) > n else ""
+    return "; ".join(items[:n]) + more
+
+
+def match_folders(dirs: dict[str, Path], out: Path | None = None) -> tuple[dict[str, dict[str, Path]], list[Path]]:
+    """The presentations in per-modality folders, matched by file stem: ({name: {modality: file}}, files skipped
+    because their suffix is not an image format's). Refused, with a :class:`DataError` naming the folder: a
+    folder that is missing or not a folder, two images of one name in a folder (``a.png`` and ``a.jpg``), ``out``
+    among the images, and folders without a single image."""
+    from mfas.data.images import IMAGE_SUFFIXES, describe_missing
+
+    found: dict[str, dict[str, Path]] = {}
+    skipped: list[Path] = []
+    for m, d in dirs.items():
+        d = Path(d)
+        if not d.exists():
+            raise DataError(d, f"--{m}-dir: {describe_missing(d)}")
+        if not d.is_dir():
+            raise DataError(d, f"--{m}-dir: not a folder")
+        try:
+            entries = sorted(d.iterdir())
+        except OSError as e:
+            raise DataError(d, f"--{m}-dir: cannot be listed ({e.strerror or e})") from None
+        by_name: dict[str, list[Path]] = {}
+        for f in entries:
+            if f.is_dir():
+                continue
+            if f.suffix.lower() not in IMAGE_SUFFIXES:
+                skipped.append(f)
+                continue
+            by_name.setdefault(f.stem, []).append(f)
+        clashes = [" and ".join(f.name for f in fs) for fs in by_name.values() if len(fs) > 1]
+        if clashes:
+            raise DataError(d, f"--{m}-dir: several images of one name, which would be scored as one presentation: "
+                               f"{_listing(clashes)}; keep one file per name")
+        if out is not None and any(f.resolve() == Path(out).resolve() for fs in by_name.values() for f in fs):
+            raise DataError(out, f"--out: is one of the images in --{m}-dir {d}")
+        for name, fs in by_name.items():
+            found.setdefault(name, {})[m] = fs[0]
+    if not found:
+        where = ", ".join(f"--{m}-dir {d}" for m, d in dirs.items())
+        what = "nothing to score: no image files (" + ", ".join(f"*{s}" for s in IMAGE_SUFFIXES) + f") in {where}"
+        raise DataError(", ".join(str(d) for d in dirs.values()), what)
+    return dict(sorted(found.items())), skipped
+
+
+def predict_folders(p: Predictor, inputs: dict[str, dict[str, Path]], dirs: dict[str, Path],
+                    allow_missing: bool = False) -> list[list[str]]:
+    """Score every presentation of :func:`match_folders`: rows ``name, score, decision, modalities, error``.
+
+    Checked first: every folder is of a modality the model uses, and every name has every modality the model
+    takes; names that lack one are scored with what they have only with ``allow_missing``, and only when the
+    model supports missing modalities. A file that cannot be read gives its row an error; the others are scored.
+    """
+    unused = [m for m in dirs if m not in p.modalities]
+    if unused:
+        flags = ", ".join(f"--{m}-dir" for m in unused)
+        raise ConfigError(f"{flags}: the model does not use {', '.join(unused)}; it takes {', '.join(p.modalities)}")
+    if allow_missing and not p.supports_missing:
+        raise ConfigError(f"--allow-missing: this model does not support missing modalities; give a folder of each "
+                          f"of {', '.join(p.modalities)} with every name in each")
+    lacking = {name: [m for m in p.modalities if m not in files] for name, files in inputs.items()}
+    lacking = {name: ms for name, ms in lacking.items() if ms}
+    if lacking and not allow_missing:
+        no_dir = [m for m in p.modalities if m not in dirs]
+        where = ", ".join(str(d) for d in dirs.values())
+        listing = _listing([f"{n} (no {', '.join(ms)})" for n, ms in lacking.items()], 8)
+        hint = ("pass --allow-missing to score them with the modalities they have" if p.supports_missing
+                else "this model does not support missing modalities")
+        given = f"; no folder was given for {', '.join(no_dir)}" if no_dir else ""
+        raise DataError(where, f"{len(lacking)} of {len(inputs)} names lack a modality the model takes "
+                               f"({', '.join(p.modalities)}){given}: {listing}; {hint}")
+    rows = []
+    for name, files in inputs.items():
+        try:
+            r = p.predict(**files)
+            rows.append([name, f"{r.score:.6f}", r.decision, "+".join(r.modalities), ""])
+        except MfasError as e:
+            rows.append([name, "", "", "+".join(m for m in MODALITIES if m in files), str(e)])
+    return rows
+
+
+def write_predictions(out: Path, rows: list[list[str]]) -> Path:
+    """``out`` as a CSV (``name, score, decision, modalities, error``), written atomically: a failure leaves any
+    earlier file as it was."""
+    import csv
+    import io
+
+    from mfas.engine.io import atomic_write_text
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["name", "score", "decision", "modalities", "error"])
+    w.writerows(rows)
+    try:
+        atomic_write_text(out, buf.getvalue())
+    except OSError as e:
+        raise DataError(out, f"--out: cannot be written ({e.strerror or e})") from None
+    return Path(out)

@@ -16,7 +16,7 @@ from mfas.engine.evaluation import average_row, fuse_table, has_videos, read_sco
 from mfas.engine.io import atomic_write_text
 from mfas.engine.layouts import comparison, mmdg_layout, result_tables, table1_layout
 from mfas.engine.plots import score_plots
-from mfas.errors import MetricError, MfasError
+from mfas.errors import DataError, MetricError, MfasError
 from mfas.metrics import confidence_intervals, evaluate_scores, threshold_free
 
 N_BOOT = 1000  # bootstrap resamples per interval
@@ -24,6 +24,17 @@ CI_SEED = 0
 FUSION = "mean"  # frame scores -> video score
 
 Table = dict[str, np.ndarray]
+
+
+def read_metrics(path: Path) -> dict:
+    """A ``metrics.json`` written by an evaluation; a :class:`DataError` naming the file when it is damaged."""
+    try:
+        m = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DataError(path, f"cannot be read as JSON ({str(e).splitlines()[0]})") from None
+    if not isinstance(m, dict) or not isinstance(m.get("tests"), dict) or not isinstance(m.get("policies"), list):
+        raise DataError(path, "not the metrics of an evaluation (expected a mapping with 'tests' and 'policies')")
+    return m
 
 
 def find_results(run: Path) -> list[Path]:
@@ -141,7 +152,7 @@ def write_report(runs: list[Path], out: Path, n_boot: int = N_BOOT) -> Path:
             raise MfasError(f"{run}: no metrics.json (train or evaluate the run first)")
         for d in found:
             label = Path(run).name if d == Path(run) else f"{Path(run).name}/{d.name}"
-            results.append((label, json.loads((d / "metrics.json").read_text()), d))
+            results.append((label, read_metrics(d / "metrics.json"), d))
             by_run.append((Path(run), results[-1][1]))
     lines = ["# mfas report", "", "Conventions: label 1 = bona fide; score = P(bona fide); a sample is accepted "
              "as bona fide when score >= threshold. Every fixed-threshold number names the policy that chose "

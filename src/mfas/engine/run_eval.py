@@ -6,14 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from mfas.engine.config import ExperimentConfig, load_config
 from mfas.engine.data import PadDataModule
 from mfas.engine.evaluation import protocol_metrics, score_file, score_loader, score_table, write_scores
-from mfas.engine.io import atomic_write_json, load_bundle, save_bundle
+from mfas.engine.io import atomic_write_json, bundle_paths, check_output_folder, load_bundle, save_bundle
 from mfas.engine.resolve import resolve_protocol, resolve_stores, safe_name
 from mfas.engine.trainer import make_trainer, quiet
-from mfas.errors import ConfigError, MetricError
+from mfas.errors import ConfigError, DataError, MetricError
 from mfas.metrics import choose_threshold
 from mfas.models.base import PadModel
 from mfas.protocols import Protocol, TestSet, get_protocol
@@ -79,21 +80,40 @@ def summary(metrics: dict) -> dict:
 def evaluate_run(run_dir: Path, protocol_name: str | None = None, modalities: tuple[str, ...] | None = None,
                  stores: dict[str, Path] | None = None, devices: int | str | None = None,
                  strategy: str | None = None, out_dir: Path | None = None) -> Path:
-    """Score a trained run on a protocol (optionally with a test-time modality subset)."""
+    """Score a trained run on a protocol (optionally with a test-time modality subset).
+
+    Checked before anything is scored or written: the run folder (named as given when it is missing, a link loop
+    or not a folder), its config, ``out_dir`` (never a run or bundle folder, whose files would be replaced), the
+    bundle (:func:`~mfas.engine.io.load_bundle`), the protocol and the devices."""
     quiet()
+    run_dir = Path(run_dir)
+    bundle_paths(run_dir)
+    if not run_dir.is_dir():
+        raise DataError(run_dir, "not a run folder (evaluate reads the folder's config.yaml and bundle)")
     cfg = load_config(run_dir / "config.yaml")
     cfg = cfg.model_copy(update={"trainer": cfg.trainer.model_copy(update={"progress": False})})
+    if out_dir is not None:
+        check_output_folder(out_dir, "--out")
     model, meta = load_bundle(run_dir)
     protocol = get_protocol(protocol_name) if protocol_name else resolve_protocol(cfg)
     if modalities is not None:
+        unused = [m for m in modalities if m not in model.modalities]
+        if unused:
+            raise ConfigError(f"--modalities: the model does not use {', '.join(unused)}; it takes "
+                              f"{', '.join(model.modalities)}")
         protocol = protocol.model_copy(update={"tests": tuple(
             TestSet(name=t.name, parts=t.parts, modalities=modalities) for t in protocol.tests)})
     tag = safe_name(protocol.name) + ("" if modalities is None else "@" + "+".join(modalities))
     out = out_dir or run_dir / "eval" / tag
+    try:
+        trainer = make_trainer(cfg, None, devices=devices, strategy=strategy, log=False)
+    except (MisconfigurationException, TypeError, ValueError) as e:
+        given = [f"{k} {v!r}" for k, v in (("--devices", devices), ("--strategy", strategy)) if v is not None]
+        where = ", ".join(given) or f"{run_dir / 'config.yaml'}: trainer"
+        raise ConfigError(f"{where}: {str(e).splitlines()[0]}") from None
     dm = PadDataModule(protocol, resolve_stores(cfg, stores), cfg.data, model.modalities, model.input_size,
                        model.norm_stats, cfg.seed)
     dm.setup()
-    trainer = make_trainer(cfg, None, devices=devices, strategy=strategy, log=False)
     evaluate_into(trainer, model, dm, protocol, cfg, out, {"policy": "bundle", "from": str(run_dir)},
                   write_bundle=False)
     return out

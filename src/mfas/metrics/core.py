@@ -27,14 +27,17 @@ POOLED = "attack"
 def check_scores(labels: object, scores: object) -> tuple[np.ndarray, np.ndarray]:
     """Validate and convert ``labels`` (0/1) and ``scores`` (finite floats) to 1-D arrays."""
     y = np.asarray(labels)
-    s = np.asarray(scores, dtype=np.float64)
+    try:
+        s = np.asarray(scores, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise MetricError(f"scores must be numbers (P(bona fide)), got {str(e).splitlines()[0]}") from None
     if y.ndim != 1 or s.ndim != 1:
         raise MetricError(f"labels and scores must be 1-D, got shapes {y.shape} and {s.shape}")
     if y.shape != s.shape:
         raise MetricError(f"labels ({y.size}) and scores ({s.size}) differ in length")
     if y.size and not np.isin(y, (0, 1)).all():
         bad = y[~np.isin(y, (0, 1))][0]
-        raise MetricError(f"labels must be 1 (bona fide) or 0 (attack), found {bad!r}")
+        raise MetricError(f"labels must be 1 (bona fide) or 0 (attack), found {getattr(bad, 'item', lambda: bad)()!r}")
     if not np.isfinite(s).all():
         raise MetricError(f"{int((~np.isfinite(s)).sum())} score(s) are NaN or infinite")
     return y.astype(np.int8), s
@@ -139,6 +142,10 @@ def species_array(pai: object | None, y: np.ndarray) -> np.ndarray:
     p = np.asarray(pai, dtype=object)
     if p.shape != y.shape:
         raise MetricError(f"pai ({p.size}) and labels ({y.size}) differ in length")
+    bad = [i for i, v in enumerate(p.tolist()) if not isinstance(v, str) or not v]
+    if bad:
+        raise MetricError(f"sample {bad[0]}: PAI species must be a non-empty string (e.g. 'print', or "
+                          f"'bonafide'), got {p[bad[0]]!r}")
     wrong = (y == 1) & (p != "bonafide") | (y == 0) & (p == "bonafide")
     if wrong.any():
         i = int(np.flatnonzero(wrong)[0])

@@ -23,7 +23,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from mfas.errors import MetricError
-from mfas.metrics.core import _species_apcer_curves, check_scores, eer, error_curve, species_array
+from mfas.metrics.core import (
+    _species_apcer_curves,
+    check_scores,
+    eer,
+    error_curve,
+    require_both_classes,
+    species_array,
+)
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,7 @@ def _bpcer(value, y, s, p) -> float:
 
 def _apcer(value, y, s, p) -> float:
     y2, s2 = check_scores(y, s)
+    require_both_classes(y2, "an APCER-based threshold")
     thr, worst = _species_apcer_curves(y2, s2, species_array(p, y2))
     return float(thr[int(np.argmax(worst <= value + 1e-12))])
 

@@ -13,8 +13,10 @@ import importlib
 import pkgutil
 from collections import defaultdict
 from collections.abc import Callable
+from numbers import Integral
 from pathlib import Path
 
+from mfas.data.images import MIN_SIDE, describe_missing
 from mfas.data.prepare.core import FramePolicy, Item, PrepareReport, Skip, build
 from mfas.data.prepare.registry import (
     ADAPTERS,
@@ -27,7 +29,11 @@ from mfas.data.prepare.registry import (
     list_adapters,
     register_adapter,
 )
+from mfas.data.store import MAX_STORE_SIDE
 from mfas.errors import ConfigError
+
+#: The most decoding processes ``prepare`` starts.
+MAX_WORKERS = 64
 
 __all__ = ["ADAPTERS", "OMIT", "REQUIRED", "Adapter", "FramePolicy", "Item", "Option", "PrepareReport", "Skip",
            "frames_option", "get_adapter", "list_adapters", "prepare", "register_adapter"]
@@ -44,7 +50,9 @@ def prepare(dataset: str, root: str | Path, out: str | Path, size: int = 224, wo
     adapter = get_adapter(dataset)
     root = Path(root)
     if not root.is_dir():
-        raise ConfigError(f"--root {root}: no such folder")
+        why = "is a file, not a folder" if root.exists() else describe_missing(root)
+        raise ConfigError(f"--root {root}: no such folder" + ("" if why == "does not exist" else f" (it {why})"))
+    _check_common(root, Path(out), size, workers)
     values = adapter.validate(options)
     plan = list(adapter.plan(root, values))
     items = [p for p in plan if isinstance(p, Item)]
@@ -65,3 +73,19 @@ def prepare(dataset: str, root: str | Path, out: str | Path, size: int = 224, wo
     provenance.update(adapter.provenance(values))
     return build(plan, out, size=size, modalities=adapter.modalities(values), workers=workers, strict=strict,
                  overwrite=overwrite, provenance=provenance, progress=progress)
+
+
+def _check_common(root: Path, out: Path, size: object, workers: object) -> None:
+    """The options every adapter shares: ConfigError naming the first bad one."""
+    if isinstance(size, bool) or not isinstance(size, Integral) or not MIN_SIDE <= size <= MAX_STORE_SIDE:
+        raise ConfigError(f"--size {size!r}: the stored image side must be a whole number between {MIN_SIDE} and "
+                          f"{MAX_STORE_SIDE} pixels")
+    if isinstance(workers, bool) or not isinstance(workers, Integral) or not 0 <= workers <= MAX_WORKERS:
+        raise ConfigError(f"--workers {workers!r}: expected a whole number between 0 and {MAX_WORKERS}")
+    try:
+        r, o = root.resolve(), out.resolve()
+    except (OSError, RuntimeError):
+        return  # a looping --out is refused, with its reason, when the store is created
+    if o == r or o in r.parents:
+        raise ConfigError(f"--out {out}: {'is' if o == r else 'contains'} the dataset folder --root {root}; "
+                          "a store must go elsewhere")

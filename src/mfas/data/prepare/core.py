@@ -23,7 +23,7 @@ import numpy as np
 from mfas.conventions import MODALITIES
 from mfas.data.images import conform, fit_size, read_image
 from mfas.data.schema import Sample
-from mfas.data.store import BuildReport, StoreWriter
+from mfas.data.store import BuildReport, StoreWriter, check_free_space
 from mfas.errors import ConfigError, DataError
 
 #: A modality's source: an image file, or ``(loader name, args...)`` for a registered array loader.
@@ -45,6 +45,7 @@ class Item:
     video: str = ""
     frame: int = 0
     crop_border: bool = False  # CeFA: cut the black frame around the face before resizing
+    same_size: bool = False  # the modalities must come at one size (pixel-aligned captures), or the item is refused
 
     def sample(self, images: dict[str, np.ndarray]) -> Sample:
         return Sample(sample_id=self.sample_id, label=self.label, pai=self.pai, dataset=self.dataset,
@@ -207,7 +208,7 @@ def crop_black_border(img: np.ndarray, level: int = 8) -> np.ndarray:
 
 def decode(item: Item, size: tuple[int, int]) -> dict[str, np.ndarray]:
     """Every modality of ``item`` as uint8 at ``size``; raises DataError naming the file."""
-    out = {}
+    out, shapes = {}, {}
     for m, src in item.sources.items():
         if isinstance(src, tuple):
             name, *args = src
@@ -216,9 +217,15 @@ def decode(item: Item, size: tuple[int, int]) -> dict[str, np.ndarray]:
         else:
             where = src
             img = read_image(src, m)
+        shapes[m] = img.shape[:2]
+        if item.same_size and len(set(shapes.values())) > 1:  # checked as soon as one differs
+            sizes = ", ".join(f"{k} {w}x{h}" for k, (h, w) in shapes.items())
+            raise DataError(where, f"modalities differ in size ({sizes}): resizing each on its own would store "
+                                   "them as if pixel-aligned; align them first, or pass --allow-unaligned "
+                                   "(allow_unaligned=True) to resize each anyway")
         if item.crop_border:
             img = crop_black_border(img)
-        out[m] = fit_size(img, size, True, where, m)
+        out[m] = fit_size(img, size, True, where, m)  # one full-size image in memory at a time
     return out
 
 
@@ -296,6 +303,7 @@ def build(plan: Iterable[Item | Skip], out: str | Path, size: int | tuple[int, i
         raise DataError(out, "no sample to write: check --root and the list files" +
                         (f" ({len(skips)} input(s) skipped, first: {skips[0].where}: {skips[0].reason})"
                          if skips else ""))
+    check_free_space(out, len(items), hw, modalities)
     prov = dict(provenance or {})
     with StoreWriter(out, size=hw, modalities=modalities, provenance=prov, resize=False,
                      on_error="raise" if strict else "skip", overwrite=overwrite) as w:

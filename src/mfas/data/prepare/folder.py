@@ -16,7 +16,9 @@ optionally ``pai``, ``split`` (default train), ``subject``, ``video``, ``frame``
 Relative paths are relative to the CSV's folder, or to ``--root`` when given.
 
 Only the modalities in ``modalities`` are stored; a sample that lacks one of them is skipped with the
-reason, never stored with a hole.
+reason, never stored with a hole. The modalities of one sample must come at one size (pixel-aligned
+captures): a sample whose RGB, depth or IR differ in width or height is skipped with the reason (an error
+with ``--strict``), unless ``--allow-unaligned`` (``allow_unaligned=True``) asks to resize each on its own.
 """
 
 from __future__ import annotations
@@ -69,7 +71,10 @@ class FolderAdapter(Adapter):
                       input_file=True),
                Option("modalities", MODALITIES, "The modalities every sample must have (comma separated).",
                       cli_default=",".join(MODALITIES), parse=_names),
-               Option("split", "train", "The split of a tree without split folders."))
+               Option("split", "train", "The split of a tree without split folders."),
+               Option("allow_unaligned", False, "Resize each modality of a sample on its own when their sizes "
+                      "differ (they are then not pixel-aligned); by default such a sample is skipped with "
+                      "the reason.", type=bool))
 
     def plan(self, root: Path, options: dict) -> Iterator[Item | Skip]:
         """Items of a custom folder tree under ``root`` or of ``csv_file``.
@@ -79,8 +84,12 @@ class FolderAdapter(Adapter):
         """
         csv_file, dataset, split = options["csv_file"], DATASET, options["split"]
         mods = self.modalities(options)
+        same_size = not options["allow_unaligned"]
         if csv_file is not None:
-            yield from _plan_csv(Path(csv_file), root, mods, dataset, split)
+            for p in _plan_csv(Path(csv_file), root, mods, dataset, split):
+                if isinstance(p, Item):
+                    p.same_size = same_size
+                yield p
             return
         root = Path(root)
         tops = {s: root / s for s in SPLITS if (root / s).is_dir()}
@@ -113,7 +122,8 @@ class FolderAdapter(Adapter):
                         yield Skip(sid, str(entry), f"missing modality file: {', '.join(lacking)}")
                         continue
                     yield Item(sample_id=sid, label=cls[0], pai=cls[1], dataset=dataset, domain=dataset, split=split,
-                               sources={m: files[m] for m in mods}, subject=entry.name, video=sid)
+                               sources={m: files[m] for m in mods}, subject=entry.name, video=sid,
+                               same_size=same_size)
 
     def modalities(self, options: dict) -> tuple[str, ...]:
         """The ``modalities`` option's, in the conventional order."""

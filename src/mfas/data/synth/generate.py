@@ -11,15 +11,22 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from mfas.data.images import MIN_SIDE
 from mfas.data.schema import Sample
-from mfas.data.store import BuildReport, StoreWriter
+from mfas.data.store import BuildReport, StoreWriter, check_free_space
 from mfas.data.synth.attacks import build_scene
-from mfas.data.synth.domains import DomainProfile, get_profile
+from mfas.data.synth.domains import PROFILES, DomainProfile, get_profile
 from mfas.data.synth.face import Identity
 from mfas.data.synth.sensors import Lighting, camera, sense_depth, shade_nir, shade_rgb
+from mfas.errors import ConfigError
 
 SPLIT_FRACTIONS = {"train": 0.55, "val": 0.15, "test": 0.30}
 SAMPLES_PER_SUBJECT = 6
+#: Limits of a SimFAS build: image side (pixels), samples per domain, frames per video, worker processes.
+SIZE_RANGE = (MIN_SIDE, 1024)
+PER_DOMAIN_RANGE = (1, 1_000_000)
+FRAMES_RANGE = (1, 1000)
+WORKERS_RANGE = (0, 64)
 
 
 @dataclass(frozen=True)
@@ -146,11 +153,12 @@ def generate_store(out: str | Path, per_domain: int = 500, domains: Sequence[str
                    overwrite: bool = False, progress: Callable[[int], None] | None = None) -> BuildReport:
     """Generate a SimFAS store: ``per_domain`` samples for each domain profile, deterministic in ``seed``.
 
-    The output does not depend on ``workers``.
+    The output does not depend on ``workers``. Bad arguments raise ConfigError naming them (see the
+    ``*_RANGE`` limits); a store that cannot fit on the disk is refused before anything is written.
     """
-    for d in domains:
-        get_profile(d)
+    domains = _check_args(per_domain, domains, size, seed, frames_per_video, workers)
     workers = workers or max(1, min(os.cpu_count() or 1, 8))
+    check_free_space(out, per_domain * len(domains), (size, size), ("rgb", "depth", "ir"))
     specs = plan(seed, domains, per_domain, frames_per_video)
     provenance = {"source": "SimFAS", "seed": seed, "domains": list(domains), "per_domain": per_domain,
                   "frames_per_video": frames_per_video,
@@ -161,3 +169,31 @@ def generate_store(out: str | Path, per_domain: int = 500, domains: Sequence[str
             if progress:
                 progress(1)
     return w.report
+
+
+def _check_args(per_domain: object, domains: object, size: object, seed: object, frames: object,
+                workers: object) -> list[str]:
+    """The arguments of :func:`generate_store`, checked: ConfigError naming the first bad one."""
+
+    def whole(name: str, v: object, lo: int, hi: int | None) -> None:
+        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < lo or (hi is not None and v > hi):
+            span = f"between {lo:,} and {hi:,}" if hi is not None else f"at least {lo}"
+            raise ConfigError(f"{name} must be a whole number {span}, got {v!r}")
+
+    whole("per_domain (-n/--per-domain)", per_domain, *PER_DOMAIN_RANGE)
+    whole("size (--size)", size, *SIZE_RANGE)
+    whole("seed (--seed)", seed, 0, 2**63 - 1)
+    whole("frames_per_video (--frames)", frames, *FRAMES_RANGE)
+    if workers is not None:
+        whole("workers (--workers)", workers, *WORKERS_RANGE)
+    if isinstance(domains, str):
+        domains = [d.strip() for d in domains.split(",") if d.strip()]
+    domains = list(domains)
+    if not domains:
+        raise ConfigError("domains (--domains): no domain given; known: " + ", ".join(PROFILES))
+    twice = [d for d in dict.fromkeys(domains) if domains.count(d) > 1]
+    if twice:
+        raise ConfigError(f"domains (--domains): {twice[0]!r} is given twice")
+    for d in domains:
+        get_profile(d)
+    return domains

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from mfas.data.synth.generate import Spec, render
+from mfas.data.images import describe_missing
+from mfas.data.synth.domains import get_profile
+from mfas.data.synth.generate import SIZE_RANGE, Spec, render
+from mfas.errors import ConfigError, DataError
 
 RENDERED_SPECIES = ("bonafide", "print", "replay", "cut", "mask_rigid", "mask_flexible", "partial")
 
@@ -16,6 +20,12 @@ RENDERED_SPECIES = ("bonafide", "print", "replay", "cut", "mask_rigid", "mask_fl
 def preview_grid(domain: str, species: Sequence[str] = RENDERED_SPECIES, size: int = 112,
                  seed: int = 0) -> np.ndarray:
     """(3 * size + header, len(species) * size, 3) uint8 RGB: columns species, rows RGB/depth/NIR."""
+    if isinstance(size, bool) or not isinstance(size, int) or not SIZE_RANGE[0] <= size <= SIZE_RANGE[1]:
+        raise ConfigError(f"size (--size) must be a whole number between {SIZE_RANGE[0]} and {SIZE_RANGE[1]}, "
+                          f"got {size!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed (--seed) must be a whole number of at least 0, got {seed!r}")
+    get_profile(domain)
     head = 18
     cols = []
     for j, pai in enumerate(species):
@@ -33,7 +43,27 @@ def preview_grid(domain: str, species: Sequence[str] = RENDERED_SPECIES, size: i
 
 
 def save_png(path: str | Path, rgb: np.ndarray) -> None:
+    """Write ``rgb`` as a PNG at ``path``, atomically (a temporary file renamed into place); DataError naming
+    the path when it cannot be written."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(p), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"{p}: could not write PNG")
+    if p.suffix.lower() != ".png":
+        raise DataError(p, f"the preview is a PNG image: give a file name ending in .png, not {p.suffix!r}")
+    if os.path.lexists(p) and (p.is_dir() or not p.exists()):
+        raise DataError(p, "is a folder; give a file name ending in .png" if p.is_dir()
+                        else f"cannot be written: it {describe_missing(p)}")
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise DataError(p, "could not encode the PNG")
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(buf.tobytes())
+        os.replace(tmp, p)
+    except OSError as e:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        why = "a part of its path is a file, not a folder" if isinstance(e, FileExistsError | NotADirectoryError) \
+            else (e.strerror or str(e))
+        raise DataError(p, f"cannot be written: {why}") from None

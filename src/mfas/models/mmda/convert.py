@@ -315,7 +315,10 @@ def read_checkpoint(path: str | Path) -> dict:
 
             return load_file(str(p))
         return torch.load(p, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError, SafetensorError) as e:
+    except pickle.UnpicklingError:  # not torch's advice to retry unsafely: nothing of the file was run
+        raise ConfigError(f"{p}: cannot be read as a checkpoint: the safe loader (weights_only) refused it, so it "
+                          "holds more than tensors or is not a checkpoint at all; nothing in it was run") from None
+    except (RuntimeError, OSError, ValueError, EOFError, KeyError, SafetensorError) as e:
         reason = str(e).splitlines()[0] if str(e) else repr(e)
         raise ConfigError(f"{p}: cannot be read as a checkpoint ({reason})") from None
 
