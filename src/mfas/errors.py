@@ -44,10 +44,29 @@ def did_you_mean(word: str, choices: object, n: int = 1, listing: str = "valid",
     return f"; {listing}: {', '.join(options)}" if options else ""
 
 
+def nested_fields(root: type, loc: list[str]) -> list[str]:
+    """The field names of the pydantic model reached from ``root`` along ``loc`` (nested model fields); [] when
+    ``loc`` leaves the models (a list, a dict, a plain value)."""
+    cls = root
+    for part in loc:
+        f = cls.model_fields.get(part)  # type: ignore[attr-defined]
+        if f is None or not (isinstance(f.annotation, type) and hasattr(f.annotation, "model_fields")):
+            return []
+        cls = f.annotation
+    return list(cls.model_fields)  # type: ignore[attr-defined]
+
+
 def config_error_from_pydantic(error: object, where: str, fields_at: object) -> ConfigError:
     """One :class:`ConfigError` for a pydantic ``ValidationError``: an unknown key first (it usually explains a
     "field required" beside it), with the nearest valid key; otherwise the first error with its key path.
-    ``fields_at(loc)`` gives the valid keys of the mapping at ``loc`` (a list of path parts)."""
+    ``fields_at`` is the root pydantic model (see :func:`nested_fields`) or a function ``fields_at(loc)`` giving
+    the valid keys of the mapping at ``loc`` (a list of path parts)."""
+    if isinstance(fields_at, type):
+        root = fields_at
+
+        def fields_at(loc: list[str]) -> list[str]:
+            return nested_fields(root, loc)
+
     errs = sorted(error.errors(), key=lambda x: x["type"] != "extra_forbidden")  # type: ignore[attr-defined]
     err = errs[0]
     loc = [str(p) for p in err["loc"]]

@@ -214,16 +214,6 @@ class ExperimentConfig(_Strict):
         return Path(self.output_dir) / self.name
 
 
-def _fields_at(path: list[str]) -> list[str]:
-    cls: type[BaseModel] = ExperimentConfig
-    for p in path:
-        f = cls.model_fields.get(p)
-        if f is None or not (isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)):
-            return []
-        cls = f.annotation
-    return list(cls.model_fields)
-
-
 def _kind(value: object) -> str:
     """'a list', 'a number', 'text', ... for messages about a value of the wrong kind."""
     if isinstance(value, bool):
@@ -245,7 +235,7 @@ def _config_error(error: ValidationError, where: str) -> ConfigError:
     errs = sorted(error.errors(), key=lambda x: x["type"] != "extra_forbidden")
     err = errs[0]
     if err["type"] in ("extra_forbidden", "missing"):
-        return config_error_from_pydantic(error, where, _fields_at)
+        return config_error_from_pydantic(error, where, ExperimentConfig)
     key = ".".join(str(p) for p in err["loc"]) or "config"
     msg = err["msg"]
     for prefix in ("Value error, ", "Assertion failed, "):

@@ -355,16 +355,6 @@ class BundleMeta(_Part):
     weights_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
-def _schema_fields(loc: list[str]) -> list[str]:
-    cls: type[BaseModel] = BundleMeta
-    for part in loc:
-        f = cls.model_fields.get(part)
-        if f is None or not (isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)):
-            return []
-        cls = f.annotation
-    return list(cls.model_fields)
-
-
 def _short(value: object, n: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= n else text[: n - 3] + "..."
@@ -485,7 +475,7 @@ def _checked_meta(mj: Path) -> dict:
     try:
         BundleMeta.model_validate(meta)
     except ValidationError as e:
-        raise config_error_from_pydantic(e, str(mj), _schema_fields) from None
+        raise config_error_from_pydantic(e, str(mj), BundleMeta) from None
     options = {k: v for k, v in meta["model"].items() if k != "name"}
     check_option_values(options, str(mj), prefix="model.")
     return meta
