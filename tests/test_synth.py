@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +118,47 @@ def test_masks_and_partial_are_not_separable_by_planarity(sim_store_medium: Path
                 shaped.append(auc)
     assert min(flat) > 0.9  # a flat instrument is flat in depth
     assert max(shaped) < 0.8 and np.mean(shaped) < 0.65  # face-shaped instruments are not
+
+
+def test_domain_profiles_are_yaml_files_and_a_new_one_needs_no_code(tmp_path: Path):
+    """The built-in C/P/S/W are YAML files; a capture set-up of one's own is a YAML file, validated like configs."""
+    from typer.testing import CliRunner
+
+    from mfas.cli.main import app
+    from mfas.data.synth.domains import BUILTIN_DIR, load_profiles
+
+    assert sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml")) == ["C", "P", "S", "W"]
+    mine = tmp_path / "lab.yaml"
+    mine.write_text("lab:\n  base: W\n  description: our booth\n  pai_mix: {bonafide: 0.5, print: 0.5}\n"
+                    "  native_res: 96\n  instruments: {print: {carbon: [0.5, 0.6]}}\n")
+    prof = load_profiles(mine)["lab"]
+    assert prof.native_res == 96 and prof.background == "texture"  # inherited from W
+    assert prof.instrument("print", "carbon") == (0.5, 0.6) and prof.instrument("replay", "brightness")
+    r = CliRunner().invoke(app, ["data", "synth", str(tmp_path / "s"), "--profiles", str(mine), "-n", "6",
+                                 "--size", "32", "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    st = open_store(tmp_path / "s")
+    assert set(st.column("domain")) == {"lab"} and set(st.column("pai")) <= {"bonafide", "print"}
+    assert st.meta["provenance"]["profiles"]["lab"]["native_res"] == 96
+
+
+@pytest.mark.parametrize("text,culprit", [
+    ("lab:\n  base: W\n  nativ_res: 96\n", "unknown key 'nativ_res'; did you mean 'native_res'"),
+    ("lab:\n  base: Q\n", "base 'Q' is not a known profile"),
+    ("lab:\n  description: x\n", "'pai_mix' is required"),
+    ("lab:\n  base: W\n  pai_mix: {bonafide: 1, prnt: 1}\n", "unknown species 'prnt'; did you mean 'print'"),
+    ("lab:\n  base: W\n  pai_mix: {print: 1}\n", "needs bona fide and at least one attack"),
+    ("lab:\n  base: W\n  distance: [1.0, 0.5]\n", "distance must be [low, high]"),
+    ("lab:\n  base: W\n  depth_mode: log\n", "depth_mode must be one of range, normalised"),
+    ("lab:\n  base: W\n  instruments: {mask_flexible: {nir: [0.1, 0.2]}}\n", "unknown property 'nir'"),
+    ("lab:\n  base: W\n  instruments: {print: {carbon: [0.9, 0.1]}}\n", "instruments.print.carbon must be [low, high]"),
+    ("- a\n- b\n", "expected a mapping of domain names"),
+    ("lab: [1, 2\n", "not a YAML file"),
+])
+def test_bad_profile_files_name_the_key(tmp_path: Path, text: str, culprit: str):
+    from mfas.data.synth.domains import load_profiles
+
+    f = tmp_path / "p.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(culprit)):
+        load_profiles(f)

@@ -59,7 +59,10 @@ def info_cmd(store: Path = typer.Argument(..., help="Store folder."),
 @friendly_errors
 def synth_cmd(out: Path = typer.Argument(..., help="Folder of the new store."),
               per_domain: int = typer.Option(500, "--per-domain", "-n", help="Samples per domain (1 to 1,000,000)."),
-              domains: str = typer.Option("C,P,S,W", help="Domain profiles, comma separated."),
+              domains: str = typer.Option(None, help="Domain profiles, comma separated (default: C,P,S,W, or the "
+                                                     "domains of --profiles)."),
+              profiles: Path = typer.Option(None, "--profiles", help="A YAML file of domain profiles (a capture "
+                                            "set-up as data; see docs/simfas.md), added to the built-in C, P, S, W."),
               size: int = typer.Option(112, help="Image size (square), 8 to 1024 pixels."),
               seed: int = typer.Option(0, help="Random seed; the store is a function of it."),
               frames: int = typer.Option(1, help="Frames per video (same scene, new sensor noise), 1 to 1000."),
@@ -67,13 +70,17 @@ def synth_cmd(out: Path = typer.Argument(..., help="Folder of the new store."),
               overwrite: bool = typer.Option(False, help="Replace an existing store.")) -> None:
     """Generate a SimFAS store: procedural RGB, depth and NIR faces with bona fide and attack presentations."""
     from mfas.data.synth import generate_store
+    from mfas.data.synth.domains import load_profiles
 
+    extra = load_profiles(profiles) if profiles is not None else None
+    if domains is None:
+        domains = ",".join(extra) if extra else "C,P,S,W"
     doms = [d.strip() for d in domains.split(",") if d.strip()]
     with progress_bar() as bar:
         task = bar.add_task(f"SimFAS {','.join(doms)}", total=per_domain * len(doms))
         report = generate_store(out, per_domain=per_domain, domains=doms, size=size, seed=seed,
                                 frames_per_video=frames, workers=workers or None, overwrite=overwrite,
-                                progress=lambda k: bar.advance(task, k))
+                                progress=lambda k: bar.advance(task, k), profiles=extra)
     print_notes(report.notes)
     console.print(f"wrote {report.written:,} samples to [bold]{escape(str(report.path))}[/] "
                   f"({report.n_skipped} skipped)")

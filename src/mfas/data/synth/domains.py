@@ -1,16 +1,41 @@
-"""Domain profiles: four capture set-ups that differ like real datasets do.
+"""Domain profiles: capture set-ups that differ like real datasets do, as data.
 
 Each profile fixes sensors (resolution, blur, noise, JPEG, white balance, depth encoding,
 quantisation and holes, IR gain and automatic gain control), scene (distance, lighting,
-background, pose range) and the mix of PAI species, loosely after the dataset whose letter it
-borrows: ``C`` CeFA-like, ``P`` PADISI-like, ``S`` CASIA-SURF-like, ``W`` WMCA-like.
+background, pose range), the mix of PAI species and the PAI instruments' materials
+(``instruments``), loosely after the dataset whose letter it borrows: ``C`` CeFA-like, ``P``
+PADISI-like, ``S`` CASIA-SURF-like, ``W`` WMCA-like. The built-in ones are YAML files in
+``profiles/``; :func:`load_profiles` reads more (``mfas data synth --profiles my.yaml``), validated
+like configs: an unknown key or species is an error naming it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
-from mfas.errors import ConfigError
+import yaml
+
+from mfas.errors import ConfigError, did_you_mean
+
+#: The materials of the presentation attack instruments, per species: (low, high) ranges a sample draws
+#: from. A profile's ``instruments`` overrides any of them (the same species and key), so instruments can
+#: differ between capture set-ups as they do between datasets. docs/simfas.md explains each cue.
+INSTRUMENTS: dict[str, dict[str, tuple[float, float]]] = {
+    # toner absorbs NIR (carbon black), dye inks hardly at all
+    "print": {"carbon": (0.15, 0.6)},
+    "replay": {"brightness": (0.6, 1.1)},
+    # one resin of uniform NIR reflectance; probability of eye holes
+    "mask_rigid": {"nir_albedo": (0.4, 0.95), "eye_holes": (0.6, 0.6)},
+    # silicone reflects less NIR than skin (no sub-surface scattering through blood); it keeps part of the
+    # real albedo; its edge (thickness in metres) shows as a seam against the wearer's skin
+    "mask_flexible": {"nir_factor": (0.62, 0.8), "texture": (0.05, 0.09), "perfusion": (0.3, 0.6),
+                      "seam": (0.55, 0.8), "thickness": (0.004, 0.008)},
+    # glasses with printed eyes: lens size relative to the eye region, frame NIR reflectance, glint strength
+    "partial": {"lens_scale": (1.4, 1.9), "frame_nir": (0.05, 0.2), "glint": (0.3, 0.7)},
+}
 
 
 @dataclass(frozen=True)
@@ -48,45 +73,149 @@ class DomainProfile:
     max_pitch: float = 12.0
     crop_jitter: float = 0.05
     extra: dict = field(default_factory=dict)
+    instruments: dict = field(default_factory=dict)  # species -> {key: (low, high)}, over INSTRUMENTS
 
     def as_dict(self) -> dict:
         return asdict(self)
 
-
-PROFILES: dict[str, DomainProfile] = {
-    "C": DomainProfile(
-        name="C", description="CeFA-like: indoor, range-encoded depth, IR with AGC; print, replay, 3D masks",
-        pai_mix={"bonafide": 0.3, "print": 0.2, "replay": 0.2, "mask_rigid": 0.15, "mask_flexible": 0.15},
-        native_res=128, blur=0.7, rgb_noise=0.012, jpeg=(80, 92), white_balance=(1.0, 1.0, 1.05),
-        distance=(0.45, 0.75), depth_mode="range", depth_near=0.3, depth_far=1.0, depth_noise=0.003,
-        depth_holes=0.03, ir_agc=True, background="gradient", temperature=-0.05, wall=(0.8, 1.5)),
-    "P": DomainProfile(
-        name="P", description="PADISI-like: high quality, normalised depth, strong NIR emitter, many PAIs",
-        pai_mix={"bonafide": 0.45, "print": 0.1, "replay": 0.1, "mask_rigid": 0.1, "mask_flexible": 0.12,
-                 "partial": 0.13},
-        native_res=160, blur=0.4, rgb_noise=0.006, ir_noise=0.008, jpeg=None, white_balance=(1.05, 1.0, 0.95),
-        distance=(0.6, 0.9), depth_mode="normalised", depth_noise=0.0015, depth_holes=0.01,
-        ir_gain=(1.0, 1.3), ir_agc=False, background="flat", max_yaw=12, temperature=0.05, ambient=(0.35, 0.6)),
-    "S": DomainProfile(
-        name="S", description="CASIA-SURF-like: low resolution, noisy quantised depth, heavy JPEG; prints and cut-outs",
-        pai_mix={"bonafide": 0.3, "print": 0.4, "cut": 0.3},
-        native_res=80, blur=1.0, rgb_noise=0.02, ir_noise=0.03, jpeg=(55, 75), white_balance=(0.95, 1.0, 1.1),
-        distance=(0.5, 1.0), depth_mode="normalised", depth_noise=0.006, depth_holes=0.08, depth_quant=64,
-        depth_slope=0.25, ir_agc=True, background="dark", crop_jitter=0.08, ambient=(0.2, 0.4),
-        face_mask=True, extra={"note": "background removed with a fitted face mask, as CASIA-SURF did"}),
-    "W": DomainProfile(
-        name="W", description="WMCA-like: warm studio light, range depth with few holes, IR without AGC; "
-                              "print, replay, rigid and flexible masks, glasses",
-        pai_mix={"bonafide": 0.3, "print": 0.12, "replay": 0.14, "mask_rigid": 0.16, "mask_flexible": 0.14,
-                 "partial": 0.14},
-        native_res=128, blur=0.5, rgb_noise=0.01, jpeg=(88, 98), white_balance=(1.1, 1.0, 0.88),
-        distance=(0.6, 1.0), depth_mode="range", depth_near=0.4, depth_far=1.4, depth_noise=0.002,
-        depth_holes=0.015, ir_gain=(0.6, 1.4), ir_agc=False, background="texture", temperature=0.12, wall=(1.1, 2.2),
-        light_strength=1.1),
-}
+    def instrument(self, species: str, key: str) -> tuple[float, float]:
+        """The (low, high) range of an instrument property in this domain."""
+        own = self.instruments.get(species, {})
+        return tuple(own[key]) if key in own else INSTRUMENTS[species][key]  # type: ignore[return-value]
 
 
-def get_profile(name: str) -> DomainProfile:
-    if name not in PROFILES:
-        raise ConfigError(f"unknown SimFAS domain {name!r}; known: {', '.join(PROFILES)}")
-    return PROFILES[name]
+BUILTIN_DIR = Path(__file__).with_name("profiles")
+SPECIES = ("bonafide", "print", "replay", "cut", "mask_rigid", "mask_flexible", "partial")
+_FIELDS = {f.name: f for f in dataclasses.fields(DomainProfile)}
+_PAIRS = ("jpeg", "exposure", "ambient", "distance", "ir_gain", "wall")
+
+
+def profile_from_dict(name: str, data: object, where: str, base: Mapping[str, DomainProfile] | None = None
+                      ) -> DomainProfile:
+    """A validated :class:`DomainProfile` from a YAML mapping; ``base: X`` starts from profile ``X`` of ``base``.
+
+    Errors are :class:`ConfigError` naming ``where``, the domain and the key."""
+    at = f"{where}: domain {name!r}"
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{at}: expected a mapping of profile fields, got {type(data).__name__}")
+    data = dict(data)
+    start: dict = {}
+    if "base" in data:
+        b = data.pop("base")
+        known = dict(base or {})
+        if b not in known:
+            raise ConfigError(f"{at}: base {b!r} is not a known profile"
+                              + did_you_mean(str(b), known, listing="known"))
+        start = known[b].as_dict()
+    for key in data:
+        if key not in _FIELDS or key == "name":
+            raise ConfigError(f"{at}: unknown key {key!r}"
+                              + did_you_mean(str(key), [k for k in _FIELDS if k != "name"]))
+    merged = {**start, **data, "name": name}
+    if "instruments" in data and start:
+        merged["instruments"] = {**start.get("instruments", {}), **data["instruments"]}
+    for key in ("description", "pai_mix"):
+        if key not in merged:
+            raise ConfigError(f"{at}: {key!r} is required (or give a base profile)")
+    _check_values(merged, at)
+    fixed = {k: (tuple(v) if isinstance(v, list) else v) for k, v in merged.items()}
+    fixed["instruments"] = {sp: {k: tuple(v) for k, v in d.items()} for sp, d in merged.get("instruments", {}).items()}
+    return DomainProfile(**fixed)
+
+
+def _check_values(d: dict, at: str) -> None:
+    def number(key: str, v: object, lo: float | None = None) -> None:
+        if isinstance(v, bool) or not isinstance(v, int | float) or (lo is not None and v < lo):
+            raise ConfigError(f"{at}: {key} must be a number{f' >= {lo}' if lo is not None else ''}, got {v!r}")
+
+    mix = d["pai_mix"]
+    if not isinstance(mix, Mapping) or not mix:
+        raise ConfigError(f"{at}: pai_mix must map species to weights, got {mix!r}")
+    for sp, w in mix.items():
+        if sp not in SPECIES:
+            raise ConfigError(f"{at}: pai_mix: unknown species {sp!r}" + did_you_mean(str(sp), SPECIES))
+        number(f"pai_mix.{sp}", w, 0)
+    if sum(mix.values()) <= 0 or mix.get("bonafide", 0) <= 0 or len(mix) < 2:
+        raise ConfigError(f"{at}: pai_mix needs bona fide and at least one attack species with weight > 0")
+    for key, f in _FIELDS.items():
+        if key in ("name", "pai_mix", "instruments", "extra", "description") or key not in d:
+            continue
+        v = d[key]
+        if key == "jpeg" and v is None:
+            continue
+        if key in _PAIRS or key == "white_balance":
+            n = 3 if key == "white_balance" else 2
+            if not isinstance(v, list | tuple) or len(v) != n:
+                raise ConfigError(f"{at}: {key} must be a list of {n} numbers, got {v!r}")
+            for x in v:
+                number(key, x, 0)
+            if n == 2 and v[0] > v[1]:
+                raise ConfigError(f"{at}: {key} must be [low, high] with low <= high, got {list(v)}")
+        elif f.type in ("bool",):
+            if not isinstance(v, bool):
+                raise ConfigError(f"{at}: {key} must be true or false, got {v!r}")
+        elif key in ("depth_mode", "background"):
+            allowed = ("range", "normalised") if key == "depth_mode" else ("flat", "gradient", "texture", "dark")
+            if v not in allowed:
+                raise ConfigError(f"{at}: {key} must be one of {', '.join(allowed)}, got {v!r}")
+        else:
+            number(key, v, 0 if key not in ("temperature",) else None)
+    if not isinstance(d.get("description"), str):
+        raise ConfigError(f"{at}: description must be text")
+    if int(d.get("native_res", 128)) < 16:
+        raise ConfigError(f"{at}: native_res must be at least 16")
+    ins = d.get("instruments", {})
+    if not isinstance(ins, Mapping):
+        raise ConfigError(f"{at}: instruments must map species to properties, got {ins!r}")
+    for sp, props in ins.items():
+        if sp not in INSTRUMENTS:
+            raise ConfigError(f"{at}: instruments: unknown species {sp!r}" + did_you_mean(str(sp), INSTRUMENTS))
+        if not isinstance(props, Mapping):
+            raise ConfigError(f"{at}: instruments.{sp} must map properties to [low, high]")
+        for k, v in props.items():
+            if k not in INSTRUMENTS[sp]:
+                raise ConfigError(f"{at}: instruments.{sp}: unknown property {k!r}"
+                                  + did_you_mean(str(k), INSTRUMENTS[sp]))
+            pair = isinstance(v, list | tuple) and len(v) == 2
+            if not pair or any(isinstance(x, bool) or not isinstance(x, int | float) for x in v) or v[0] > v[1]:
+                raise ConfigError(f"{at}: instruments.{sp}.{k} must be [low, high] numbers with low <= high, got {v!r}")
+
+
+def load_profiles(path: str | Path, base: Mapping[str, DomainProfile] | None = None) -> dict[str, DomainProfile]:
+    """Domain profiles from a YAML file: a mapping ``{domain name: {profile fields}}``. A profile may start from
+    another with ``base: NAME`` (a built-in, or one defined earlier in the file)."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read the profiles file ({e.strerror or e})") from None
+    except (UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"{p}: not a YAML file ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, Mapping) or not data:
+        raise ConfigError(f"{p}: expected a mapping of domain names to profiles")
+    known = dict(PROFILES if base is None else base)
+    out: dict[str, DomainProfile] = {}
+    for name, fields in data.items():
+        if not isinstance(name, str) or not name or not name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"{p}: domain name {name!r} must be letters, digits, '-' or '_'")
+        out[name] = profile_from_dict(name, fields, str(p), {**known, **out})
+    return out
+
+
+def _builtin() -> dict[str, DomainProfile]:
+    out: dict[str, DomainProfile] = {}
+    for f in sorted(BUILTIN_DIR.glob("*.yaml")):
+        out.update(load_profiles(f, base=out))
+    return out
+
+
+PROFILES: dict[str, DomainProfile] = {}
+PROFILES.update(_builtin())
+
+
+def get_profile(name: str, profiles: Mapping[str, DomainProfile] | None = None) -> DomainProfile:
+    """Profile ``name`` from ``profiles`` (a file's), else the built-in ones."""
+    known = {**PROFILES, **(profiles or {})}
+    if name not in known:
+        raise ConfigError(f"unknown SimFAS domain {name!r}; known: {', '.join(known)}")
+    return known[name]

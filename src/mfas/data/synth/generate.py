@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing as mp
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,11 +44,13 @@ class Spec:
     frame: int
 
 
-def plan(seed: int, domains: Sequence[str], per_domain: int, frames_per_video: int = 1) -> list[Spec]:
-    """Sample specifications: subjects split train/val/test, PAI species drawn from each domain's mix."""
+def plan(seed: int, domains: Sequence[str], per_domain: int, frames_per_video: int = 1,
+         profiles: Mapping[str, DomainProfile] | None = None) -> list[Spec]:
+    """Sample specifications: subjects split train/val/test, PAI species drawn from each domain's mix
+    (``profiles`` adds to or replaces the built-in domain profiles)."""
     specs = []
     for d_i, d in enumerate(domains):
-        prof = get_profile(d)
+        prof = get_profile(d, profiles)
         rng = np.random.default_rng([seed, d_i, 0])
         n_videos = -(-per_domain // frames_per_video)
         n_subjects = max(3, -(-n_videos // SAMPLES_PER_SUBJECT))
@@ -68,18 +71,27 @@ def plan(seed: int, domains: Sequence[str], per_domain: int, frames_per_video: i
     return specs
 
 
-def render(spec: Spec, size: int) -> dict[str, np.ndarray]:
-    """Render one sample: {"rgb": (size, size, 3), "depth": (size, size), "ir": (size, size)} uint8."""
-    prof = get_profile(spec.domain)
-    ident = Identity.sample(np.random.default_rng([spec.seed, ord(spec.domain), 1, spec.subject]))
+def _domain_key(name: str) -> int:
+    """A seed word for a domain: its character code for one-letter names (the built-in stores stay the same),
+    a stable hash for longer names."""
+    if len(name) == 1:
+        return ord(name)
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
+
+
+def render(spec: Spec, size: int, profile: DomainProfile | None = None) -> dict[str, np.ndarray]:
+    """Render one sample: {"rgb": (size, size, 3), "depth": (size, size), "ir": (size, size)} uint8.
+    ``profile``: the domain's profile (default: the built-in one named ``spec.domain``)."""
+    prof = profile or get_profile(spec.domain)
+    ident = Identity.sample(np.random.default_rng([spec.seed, _domain_key(spec.domain), 1, spec.subject]))
     # frames of one video share the scene and differ by sensor noise only
-    rng = np.random.default_rng([spec.seed, ord(spec.domain), 2, spec.video])
+    rng = np.random.default_rng([spec.seed, _domain_key(spec.domain), 2, spec.video])
     res = prof.native_res
     dist = float(rng.uniform(*prof.distance))
     scene, _ = build_scene(spec.pai, ident, rng, prof, res, dist)
     scene = scene.with_normals(res)
     light = Lighting.sample(rng, prof.light_strength, prof.ambient, prof.temperature)
-    noise_rng = np.random.default_rng([spec.seed, ord(spec.domain), 3, spec.video, spec.frame])
+    noise_rng = np.random.default_rng([spec.seed, _domain_key(spec.domain), 3, spec.video, spec.frame])
     images = capture(scene, light, prof, size, dist, rng, noise_rng)
     if prof.face_mask:
         keep = face_ellipse(size, rng)
@@ -116,14 +128,15 @@ def capture(scene, light, prof: DomainProfile, size: int, dist: float, rng, nois
     return {"rgb": rgb8, "depth": depth8, "ir": ir8}
 
 
-def _render_job(args: tuple[Spec, int]) -> tuple[Spec, dict[str, np.ndarray]]:
-    spec, size = args
-    return spec, render(spec, size)
+def _render_job(args: tuple[Spec, int, DomainProfile]) -> tuple[Spec, dict[str, np.ndarray]]:
+    spec, size, prof = args
+    return spec, render(spec, size, prof)
 
 
-def iter_rendered(specs: Sequence[Spec], size: int, workers: int) -> Iterator[tuple[Spec, dict]]:
+def iter_rendered(specs: Sequence[Spec], size: int, workers: int,
+                  profiles: Mapping[str, DomainProfile] | None = None) -> Iterator[tuple[Spec, dict]]:
     """Rendered samples in spec order; with ``workers > 1`` in a process pool (same output)."""
-    jobs = [(s, size) for s in specs]
+    jobs = [(s, size, get_profile(s.domain, profiles)) for s in specs]
     if workers <= 1:
         for j in jobs:
             yield _render_job(j)
@@ -150,21 +163,23 @@ def to_sample(spec: Spec, images: dict[str, np.ndarray]) -> Sample:
 
 def generate_store(out: str | Path, per_domain: int = 500, domains: Sequence[str] = ("C", "P", "S", "W"),
                    size: int = 112, seed: int = 0, frames_per_video: int = 1, workers: int | None = None,
-                   overwrite: bool = False, progress: Callable[[int], None] | None = None) -> BuildReport:
+                   overwrite: bool = False, progress: Callable[[int], None] | None = None,
+                   profiles: Mapping[str, DomainProfile] | None = None) -> BuildReport:
     """Generate a SimFAS store: ``per_domain`` samples for each domain profile, deterministic in ``seed``.
+    ``profiles`` (e.g. from :func:`~mfas.data.synth.domains.load_profiles`) adds domains or replaces built-in ones.
 
     The output does not depend on ``workers``. Bad arguments raise ConfigError naming them (see the
     ``*_RANGE`` limits); a store that cannot fit on the disk is refused before anything is written.
     """
-    domains = _check_args(per_domain, domains, size, seed, frames_per_video, workers)
+    domains = _check_args(per_domain, domains, size, seed, frames_per_video, workers, profiles)
     workers = workers or max(1, min(os.cpu_count() or 1, 8))
     check_free_space(out, per_domain * len(domains), (size, size), ("rgb", "depth", "ir"))
-    specs = plan(seed, domains, per_domain, frames_per_video)
+    specs = plan(seed, domains, per_domain, frames_per_video, profiles)
     provenance = {"source": "SimFAS", "seed": seed, "domains": list(domains), "per_domain": per_domain,
                   "frames_per_video": frames_per_video,
-                  "profiles": {d: get_profile(d).as_dict() for d in domains}}
+                  "profiles": {d: get_profile(d, profiles).as_dict() for d in domains}}
     with StoreWriter(out, size=(size, size), provenance=provenance, overwrite=overwrite) as w:
-        for spec, images in iter_rendered(specs, size, workers):
+        for spec, images in iter_rendered(specs, size, workers, profiles):
             w.add(to_sample(spec, images))
             if progress:
                 progress(1)
@@ -172,7 +187,7 @@ def generate_store(out: str | Path, per_domain: int = 500, domains: Sequence[str
 
 
 def _check_args(per_domain: object, domains: object, size: object, seed: object, frames: object,
-                workers: object) -> list[str]:
+                workers: object, profiles: Mapping[str, DomainProfile] | None = None) -> list[str]:
     """The arguments of :func:`generate_store`, checked: ConfigError naming the first bad one."""
 
     def whole(name: str, v: object, lo: int, hi: int | None) -> None:
@@ -190,10 +205,10 @@ def _check_args(per_domain: object, domains: object, size: object, seed: object,
         domains = [d.strip() for d in domains.split(",") if d.strip()]
     domains = list(domains)
     if not domains:
-        raise ConfigError("domains (--domains): no domain given; known: " + ", ".join(PROFILES))
+        raise ConfigError("domains (--domains): no domain given; known: " + ", ".join({**PROFILES, **(profiles or {})}))
     twice = [d for d in dict.fromkeys(domains) if domains.count(d) > 1]
     if twice:
         raise ConfigError(f"domains (--domains): {twice[0]!r} is given twice")
     for d in domains:
-        get_profile(d)
+        get_profile(d, profiles)
     return domains
