@@ -1,4 +1,6 @@
-"""Scenes for bona fide presentations and for each PAI species, with the cues each sensor sees.
+"""Scenes for bona fide presentations and for each PAI species, with the cues each sensor sees. The
+instruments' materials come from the domain profile (``DomainProfile.instrument``; defaults in
+``mfas.data.synth.domains.INSTRUMENTS``).
 
 =================  ==================  =======================  ==============================
 species            depth               NIR                      RGB
@@ -11,10 +13,11 @@ species            depth               NIR                      RGB
                    in the holes
 ``mask_rigid``     face-like, generic, uniform resin, eyes      plastic sheen, painted
                    no fine relief      only through holes       features, no perfusion
-``mask_flexible``  realistic           silicone a little        skin-like, less perfusion,
-                                       darker, more texture     edge at the neck
+``mask_flexible``  realistic, edge     silicone darker than     skin-like, less perfusion,
+                   step at its rim     skin, textured; seam     seam at the edge
 ``partial``        real face, plane    printed eyes: no dark    printed eyes on glasses
-                   over the eyes       pupils in NIR
+                   over the eyes       pupils; dark frame;      with a frame
+                                       emitter glint on lenses
 =================  ==================  =======================  ==============================
 """
 
@@ -77,8 +80,10 @@ def halftone(res: int, rng: np.random.Generator) -> np.ndarray:
     return (1 - rng.uniform(0.06, 0.16) * dots).astype(np.float32)
 
 
-def printed(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Ink on paper: returns visible reflectance and NIR reflectance (carbon-black only absorbs NIR)."""
+def printed(img: np.ndarray, rng: np.random.Generator, carbon: tuple[float, float] = (0.15, 0.6)
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Ink on paper: returns visible reflectance and NIR reflectance (carbon-black only absorbs NIR); ``carbon``
+    is the range of the ink's carbon share (laser toner absorbs NIR strongly, dye inks hardly at all)."""
     res = img.shape[0]
     lum = img.mean(-1, keepdims=True)
     sat = rng.uniform(0.55, 0.9)
@@ -88,8 +93,8 @@ def printed(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.n
     ink = ink * rng.normal(1, 0.03, 3).astype(np.float32)
     grain = 1 + rng.normal(0, 0.02, (res, res)).astype(np.float32)
     paper_nir = rng.uniform(0.7, 0.9)
-    carbon = rng.uniform(0.15, 0.6)  # laser toner absorbs NIR strongly, dye inks hardly at all
-    nir = paper_nir * (1 - carbon * (1 - lum[..., 0]) ** 1.5) * grain
+    c = rng.uniform(*carbon)
+    nir = paper_nir * (1 - c * (1 - lum[..., 0]) ** 1.5) * grain
     return np.clip(ink * grain[..., None], 0, 1), np.clip(nir, 0, 1).astype(np.float32)
 
 
@@ -113,7 +118,7 @@ def live(ident: Identity, rng: np.random.Generator, prof: DomainProfile, res: in
 def attack_print(ident, rng, prof, res, dist, cut=False):
     cap = Capture.sample(rng, prof.max_yaw, prof.max_pitch, prof.crop_jitter)
     src = photo(ident, rng, res)
-    vis, nir = printed(src, rng)
+    vis, nir = printed(src, rng, prof.instrument("print", "carbon"))
     glossy = rng.random() < 0.3
     z = sheet_z(res, rng, dist + rng.uniform(-0.04, 0.03), bend=rng.random() < 0.4)
     sheet = Layer(z=z, albedo_rgb=vis, albedo_nir=nir,
@@ -149,7 +154,7 @@ def attack_replay(ident, rng, prof, res, dist):
     cap = Capture.sample(rng, prof.max_yaw, prof.max_pitch, prof.crop_jitter)
     frame = photo(ident, rng, res)
     x, y = grid(res)
-    brightness = rng.uniform(0.6, 1.1)
+    brightness = rng.uniform(*prof.instrument("replay", "brightness"))
     tint = np.array([0.92, 1.0, 1.12], np.float32) * rng.normal(1, 0.03, 3).astype(np.float32)
     px = rng.uniform(0.35, 0.5) * res / 2
     cells = (0.5 + 0.5 * np.cos(2 * np.pi * px * x)) * (0.5 + 0.5 * np.cos(2 * np.pi * px * y))
@@ -192,20 +197,31 @@ def attack_mask(ident, rng, prof, res, dist, rigid: bool):
         for key, col in (("brows", ident.hair * 0.9), ("lips", ident.skin * np.array([0.8, 0.5, 0.5]))):
             alb = alb * (1 - mreg[key][..., None]) + mreg[key][..., None] * np.asarray(col, np.float32)
         mface.albedo_rgb = alb.astype(np.float32)
-        mface.albedo_nir = np.full((res, res), rng.uniform(0.5, 0.9), np.float32)  # one resin, no features
+        mface.albedo_nir = np.full((res, res), rng.uniform(*prof.instrument("mask_rigid", "nir_albedo")),
+                                   np.float32)  # one resin, no features
         mface.specular = np.full((res, res), rng.uniform(0.3, 0.6), np.float32)
         mface.shininess = np.full((res, res), rng.uniform(25, 60), np.float32)
         cover = mreg["face"]
     else:
-        mface, mreg = face_layer(ident, cap, res, dist - 0.004, rng, fine=0.6, neck=False)
+        ins = {k: rng.uniform(*prof.instrument("mask_flexible", k))
+               for k in ("thickness", "perfusion", "nir_factor", "texture", "seam")}
+        mface, mreg = face_layer(ident, cap, res, dist - ins["thickness"], rng, fine=0.6, neck=False)
         alb = mface.albedo_rgb
         flat = ident.skin * rng.uniform(0.95, 1.05)
-        mface.albedo_rgb = (0.6 * alb + 0.4 * flat).astype(np.float32)  # little perfusion or mottling
-        texture = 1 + rng.normal(0, 0.05, (res, res)).astype(np.float32)
-        mface.albedo_nir = (mface.albedo_nir * rng.uniform(0.82, 0.95) * texture).astype(np.float32)
+        # pigmented silicone: little perfusion or mottling, less NIR than skin (no scattering through blood)
+        mface.albedo_rgb = (ins["perfusion"] * alb + (1 - ins["perfusion"]) * flat).astype(np.float32)
+        texture = 1 + rng.normal(0, ins["texture"], (res, res)).astype(np.float32)
+        mface.albedo_nir = (mface.albedo_nir * ins["nir_factor"] * texture).astype(np.float32)
         mface.specular = mface.specular + rng.uniform(0.04, 0.1)
         cover = np.maximum(mreg["face"], mreg["hair"] * (rng.random() < 0.5))
-    holes = (preg["eye"] > 0.3) if (not rigid or rng.random() < 0.6) else np.zeros((res, res), bool)
+        # the mask's edge: a seam of shadowed, thicker silicone where it meets the wearer's skin
+        k = max(2, res // 40)
+        inside = (cover > 0.5).astype(np.uint8)
+        ring = (inside > 0) & (cv2.erode(inside, np.ones((k, k), np.uint8)) == 0)
+        mface.albedo_rgb[ring] *= ins["seam"]
+        mface.albedo_nir[ring] *= ins["seam"]
+    eye_holes = prof.instrument("mask_rigid", "eye_holes")[0]
+    holes = (preg["eye"] > 0.3) if (not rigid or rng.random() < eye_holes) else np.zeros((res, res), bool)
     holes = cv2.dilate(holes.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(np.float32)
     return mface.over(person, cover * (1 - holes)), {"eye_holes": bool(holes.any())}
 
@@ -214,17 +230,22 @@ def attack_partial(ident, rng, prof, res, dist):
     cap = Capture.sample(rng, prof.max_yaw * 0.8, prof.max_pitch * 0.8, prof.crop_jitter)
     person, reg = live(ident, rng, prof, res, dist, cap)
     x, y = grid(res)
-    eyes = cv2.dilate((reg["eye"] > 0.05).astype(np.uint8), np.ones((max(3, res // 14),) * 2, np.uint8))
+    lens = int(round(max(3, res // 14) * rng.uniform(*prof.instrument("partial", "lens_scale"))))
+    eyes = cv2.dilate((reg["eye"] > 0.05).astype(np.uint8), np.ones((lens, lens), np.uint8))
     band = cv2.GaussianBlur(eyes.astype(np.float32), (0, 0), 1.0)
     z_front = float(np.percentile(person.z[eyes > 0], 10)) - rng.uniform(0.008, 0.02) if eyes.any() else dist
     z = np.full((res, res), z_front, np.float32) + 0.01 * rng.normal(0, 0.3) * (x - cap.cx)
     # printed eyes: the person's own eyes photographed and printed on the lenses
     src = (np.clip(shade_rgb(person, Lighting.sample(rng, ambient=(0.5, 0.7))), 0, 1)).astype(np.float32)
-    vis, nir = printed(src, rng)
-    frame = (band > 0.1) & (cv2.erode(eyes, np.ones((3, 3), np.uint8)) == 0)
+    vis, nir = printed(src, rng, prof.instrument("print", "carbon"))
+    rim = max(2, res // 40)
+    frame = (band > 0.1) & (cv2.erode(eyes, np.ones((rim, rim), np.uint8)) == 0)
     vis[frame] = rng.uniform(0.0, 0.3, 3)
-    glasses = Layer(z=z, albedo_rgb=vis, albedo_nir=nir, specular=np.full((res, res), 0.1, np.float32),
-                    shininess=np.full((res, res), 20.0, np.float32), emit_rgb=np.zeros((res, res, 3), np.float32),
+    nir[frame] = rng.uniform(*prof.instrument("partial", "frame_nir"))  # a dark plastic frame, in NIR too
+    # the lenses mirror the emitter beside the lens: a glint real eyes behind no glasses do not show
+    glint = rng.uniform(*prof.instrument("partial", "glint"))
+    glasses = Layer(z=z, albedo_rgb=vis, albedo_nir=nir, specular=np.full((res, res), glint, np.float32),
+                    shininess=np.full((res, res), 60.0, np.float32), emit_rgb=np.zeros((res, res, 3), np.float32),
                     depth_ok=np.ones((res, res), bool), normal=normals_from_z(z, res))
     return glasses.over(person, band), {}
 

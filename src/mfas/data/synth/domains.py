@@ -31,8 +31,8 @@ INSTRUMENTS: dict[str, dict[str, tuple[float, float]]] = {
     "mask_rigid": {"nir_albedo": (0.4, 0.95), "eye_holes": (0.6, 0.6)},
     # silicone reflects less NIR than skin (no sub-surface scattering through blood); it keeps part of the
     # real albedo; its edge (thickness in metres) shows as a seam against the wearer's skin
-    "mask_flexible": {"nir_factor": (0.62, 0.8), "texture": (0.05, 0.09), "perfusion": (0.3, 0.6),
-                      "seam": (0.55, 0.8), "thickness": (0.004, 0.008)},
+    "mask_flexible": {"nir_factor": (0.55, 0.75), "texture": (0.05, 0.09), "perfusion": (0.3, 0.6),
+                      "seam": (0.5, 0.75), "thickness": (0.004, 0.008)},
     # glasses with printed eyes: lens size relative to the eye region, frame NIR reflectance, glint strength
     "partial": {"lens_scale": (1.4, 1.9), "frame_nir": (0.05, 0.2), "glint": (0.3, 0.7)},
 }
