@@ -44,6 +44,18 @@ class ModelOutput:
         return self.logits.float().softmax(-1)[:, 1]
 
 
+
+def hide_modalities(present: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Training-time modality dropout: each True of ``present`` (B, M) turns False with probability ``p``; a
+    sample that would lose all its modalities keeps one of them, chosen at random. Returns a new (B, M) bool
+    tensor."""
+    draw = torch.rand((2, *present.shape), device=present.device, generator=generator)
+    hidden = present & (draw[0] >= p)
+    pick = torch.where(present, draw[1], torch.full_like(draw[1], -1.0)).argmax(1, keepdim=True)
+    one = torch.zeros_like(present).scatter_(1, pick, True) & present
+    return torch.where(hidden.any(1, keepdim=True), hidden, one)
+
+
 class PadModel(nn.Module):
     """Base class: ``forward(batch) -> ModelOutput`` and ``losses(batch, output) -> {name: tensor}``.
 

@@ -13,7 +13,7 @@ from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 
 from mfas.conventions import MODALITY_CHANNELS
-from mfas.models.base import IMAGENET, ModelOutput, PadModel
+from mfas.models.base import IMAGENET, ModelOutput, PadModel, hide_modalities
 from mfas.models.registry import register_model
 
 
@@ -26,6 +26,9 @@ class CNNConcat(PadModel):
         layers: blocks in each of the four stages (ResNet-18: 2, 2, 2, 2).
         channels: widths of the four stages (ResNet-18: 64, 128, 256, 512); the stem has ``channels[0]``.
         drop_rate: dropout before the head.
+        modality_dropout: training-only probability of hiding each modality of a sample (its features become
+            the learned missing-modality embedding), so that a model evaluated with a modality missing has seen
+            that case; at least one present modality of every sample stays visible.
     """
 
     supports_missing = True
@@ -33,7 +36,8 @@ class CNNConcat(PadModel):
 
     def __init__(self, modalities: tuple[str, ...] | list[str] = ("rgb", "depth", "ir"), img_size: int = 112,
                  layers: tuple[int, ...] | list[int] = (2, 2, 2, 2),
-                 channels: tuple[int, ...] | list[int] = (64, 128, 256, 512), drop_rate: float = 0.0):
+                 channels: tuple[int, ...] | list[int] = (64, 128, 256, 512), drop_rate: float = 0.0,
+                 modality_dropout: float = 0.0):
         super().__init__()
         mods = tuple(modalities)
         if not mods or any(m not in MODALITY_CHANNELS for m in mods) or len(set(mods)) != len(mods):
@@ -41,7 +45,10 @@ class CNNConcat(PadModel):
         if len(layers) != 4 or len(channels) != 4:
             raise ValueError(f"a ResNet has four stages: layers and channels take four values each, got "
                              f"{list(layers)} and {list(channels)}")
+        if not 0.0 <= modality_dropout < 1.0:
+            raise ValueError(f"modality_dropout must be in [0, 1), got {modality_dropout!r}")
         self.modalities, self.input_size = mods, (img_size, img_size)
+        self.modality_dropout = float(modality_dropout)
         self.norm_stats = {m: IMAGENET[m] for m in mods}
         width = int(channels[-1])
         self.encoders = nn.ModuleDict({
@@ -54,14 +61,16 @@ class CNNConcat(PadModel):
         self.head = nn.Linear(self.num_features, 2)
 
     def forward(self, batch: dict) -> ModelOutput:
-        feats, present = [], []
-        for m in self.modalities:
+        present = torch.stack([self.present(batch, m) for m in self.modalities], 1)  # (B, M)
+        if self.training and self.modality_dropout > 0:
+            present = hide_modalities(present, self.modality_dropout)
+        feats = []
+        for i, m in enumerate(self.modalities):
             f = self.encoders[m](batch[m])  # (B, C) pooled
-            present.append(self.present(batch, m))
-            feats.append(torch.where(present[-1][:, None], f, self.missing[m].to(f.dtype).expand_as(f)))
+            feats.append(torch.where(present[:, i, None], f, self.missing[m].to(f.dtype).expand_as(f)))
         z = torch.cat(feats, dim=1)
         out = {f"cls_{m}": f for m, f in zip(self.modalities, feats, strict=True)}
-        out.update(embedding=z, fused=z, present=torch.stack(present, 1))
+        out.update(embedding=z, fused=z, present=present)
         return ModelOutput(logits=self.head(self.drop(z)), features=out)
 
 
