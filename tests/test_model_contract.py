@@ -148,7 +148,8 @@ def test_weight_decay_groups_by_name(name: str):
 
 #: small overrides per model family, so every registered name (full-size ones included) builds in a moment
 FAMILY = {"mmfas": MMFAS, "vit-concat": VIT, "mmda": MMDA,
-          "cnn-concat": {"img_size": SIZE, "layers": (1, 1, 1, 1), "channels": (8, 8, 16, 16)}}
+          "cnn-concat": {"img_size": SIZE, "layers": (1, 1, 1, 1), "channels": (8, 8, 16, 16)},
+          "severed": {"img_size": SIZE}}
 
 
 def _family(name: str) -> dict:

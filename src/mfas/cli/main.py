@@ -6,6 +6,7 @@ import typer
 
 from mfas import __version__
 from mfas.cli import data, protocols
+from mfas.cli.check import check_cmd
 from mfas.cli.demo import demo_cmd
 from mfas.cli.engine import evaluate_cmd, models_app, predict_cmd, report_cmd, train_cmd
 from mfas.cli.explain import explain_cmd, tsne_cmd
@@ -28,6 +29,7 @@ app.command("predict")(predict_cmd)
 app.command("explain")(explain_cmd)
 app.command("tsne")(tsne_cmd)
 app.command("demo")(demo_cmd)
+app.command("check")(check_cmd)
 
 
 def _version(value: bool) -> None:

@@ -61,6 +61,9 @@ class DataConfig(_Strict):
     batches_per_epoch: Positive | None = None  # default: ceil(train samples / batch size)
     workers: NonNegative = 0
     augment: bool = True
+    # diagnostic (the known-answer suite): permute the training labels, which destroys every cue; a model must
+    # then score at chance. Validation and test keep their labels.
+    shuffle_labels: bool = False
 
 
 class ModelConfig(BaseModel):

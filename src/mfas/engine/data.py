@@ -43,6 +43,21 @@ class Seeded(Dataset):
         return item
 
 
+class Relabelled(Dataset):
+    """``base`` with its items' ``label`` replaced by ``labels[k]`` (the shuffled-labels diagnostic)."""
+
+    def __init__(self, base: Dataset, labels: np.ndarray):
+        self.base, self.labels = base, labels
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, k: int) -> dict:
+        item = self.base[k]
+        item["label"] = torch.as_tensor(self.labels[k], dtype=torch.as_tensor(item["label"]).dtype)
+        return item
+
+
 @dataclass
 class Part:
     """A concatenation of store slices with the columns samplers and reports need."""
@@ -142,6 +157,10 @@ class PadDataModule(L.LightningDataModule):
         if self.train is None:
             self.stores.check(self.protocol)
             self.train = build_part(self.protocol.train, self.stores, self.modalities)
+            if self.cfg.shuffle_labels:
+                perm = np.random.default_rng(self.seed).permutation(len(self.train.labels))
+                labels = self.train.labels[perm]
+                self.train = Part(Relabelled(self.train.dataset, labels), labels, self.train.domains, self.train.meta)
             self.select = build_part(self.protocol.select, self.stores, self.modalities) \
                 if self.protocol.select else None
             self._train_ds = Seeded(self.train.dataset, self.train_tf, self.seed)
