@@ -142,6 +142,24 @@ def test_domain_profiles_are_yaml_files_and_a_new_one_needs_no_code(tmp_path: Pa
     assert st.meta["provenance"]["profiles"]["lab"]["native_res"] == 96
 
 
+def test_attack_session_changes_the_scene_of_attacks_only(tmp_path: Path):
+    """A capture-session bias (attacks recorded at another distance): bona fide renders are unchanged, attacks
+    are rendered with the session's scene fields."""
+    from mfas.data.synth.domains import load_profiles
+    from mfas.data.synth.generate import Spec, render
+
+    f = tmp_path / "p.yaml"
+    f.write_text("plain:\n  base: W\n  attack_session: {}\n"
+                 "far:\n  base: W\n  attack_session: {distance: [2.0, 2.0], background: dark}\n")
+    profs = load_profiles(f)
+    assert profs["far"].for_species("print").distance == (2.0, 2.0)
+    assert profs["far"].for_species("bonafide") is profs["far"]
+    for pai, same in (("bonafide", True), ("replay", False)):
+        spec = Spec(0, "W", 0, 0, "train", pai, 0, 0)
+        a, b = render(spec, 32, profs["plain"]), render(spec, 32, profs["far"])
+        assert all(np.array_equal(a[m], b[m]) for m in a) == same, pai
+
+
 @pytest.mark.parametrize("text,culprit", [
     ("lab:\n  base: W\n  nativ_res: 96\n", "unknown key 'nativ_res'; did you mean 'native_res'"),
     ("lab:\n  base: Q\n", "base 'Q' is not a known profile"),
@@ -149,9 +167,12 @@ def test_domain_profiles_are_yaml_files_and_a_new_one_needs_no_code(tmp_path: Pa
     ("lab:\n  base: W\n  pai_mix: {bonafide: 1, prnt: 1}\n", "unknown species 'prnt'; did you mean 'print'"),
     ("lab:\n  base: W\n  pai_mix: {print: 1}\n", "needs bona fide and at least one attack"),
     ("lab:\n  base: W\n  distance: [1.0, 0.5]\n", "distance must be [low, high]"),
-    ("lab:\n  base: W\n  depth_mode: log\n", "depth_mode must be one of range, normalised"),
+    ("lab:\n  base: W\n  depth_mode: log\n", "depth_mode must be one of range, distance, normalised"),
     ("lab:\n  base: W\n  instruments: {mask_flexible: {nir: [0.1, 0.2]}}\n", "unknown property 'nir'"),
     ("lab:\n  base: W\n  instruments: {print: {carbon: [0.9, 0.1]}}\n", "instruments.print.carbon must be [low, high]"),
+    ("lab:\n  base: W\n  attack_session: {blur: 2}\n", "attack_session: 'blur' is not a scene field"),
+    ("lab:\n  base: W\n  attack_session: {distance: [1.0, 0.5]}\n", "attack_session: distance must be [low, high]"),
+    ("lab:\n  base: W\n  attack_session: [1]\n", "attack_session must map scene fields"),
     ("- a\n- b\n", "expected a mapping of domain names"),
     ("lab: [1, 2\n", "not a YAML file"),
 ])

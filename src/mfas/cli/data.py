@@ -58,7 +58,9 @@ def info_cmd(store: Path = typer.Argument(..., help="Store folder."),
 @app.command("synth")
 @friendly_errors
 def synth_cmd(out: Path = typer.Argument(..., help="Folder of the new store."),
-              per_domain: int = typer.Option(500, "--per-domain", "-n", help="Samples per domain (1 to 1,000,000)."),
+              per_domain: int = typer.Option(1500, "--per-domain", "-n",
+                                             help="Samples per domain (1 to 1,000,000); the default scale gives "
+                                                  "450 test samples per domain (docs/simfas.md)."),
               domains: str = typer.Option(None, help="Domain profiles, comma separated (default: C,P,S,W, or the "
                                                      "domains of --profiles)."),
               profiles: Path = typer.Option(None, "--profiles", help="A YAML file of domain profiles (a capture "

@@ -61,35 +61,37 @@ def photo(ident: Identity, rng: np.random.Generator, res: int) -> np.ndarray:
     return (img.astype(np.float32) / 255.0) ** 2.2
 
 
-def sheet_z(res: int, rng: np.random.Generator, distance: float, bend: bool) -> np.ndarray:
+def sheet_z(res: int, rng: np.random.Generator, distance: float, bend: float = 0.0) -> np.ndarray:
+    """A tilted sheet; ``bend`` > 0 curves it round a vertical axis, towards the camera at the middle."""
     x, y = grid(res)
     tx, ty = rng.normal(0, 0.3, 2)
     z = distance + 0.1 * (tx * x + ty * y)
     if bend:
-        z = z + 0.1 * rng.uniform(0.1, 0.35) * x**2  # curved towards the camera at the middle
+        z = z + 0.1 * bend * x**2
     return z.astype(np.float32)
 
 
-def halftone(res: int, rng: np.random.Generator) -> np.ndarray:
+def halftone(res: int, rng: np.random.Generator, depth: tuple[float, float] = (0.06, 0.16)) -> np.ndarray:
     """A rotated dot screen beating against the sensor grid (moire), as a multiplicative pattern."""
     x, y = grid(res)
     th = rng.uniform(0, np.pi / 2)
     f = rng.uniform(0.3, 0.48) * res / 2  # cycles per unit, close to the sampling limit
     a, b = np.cos(th) * x + np.sin(th) * y, -np.sin(th) * x + np.cos(th) * y
     dots = 0.5 + 0.5 * np.cos(2 * np.pi * f * a) * np.cos(2 * np.pi * f * b)
-    return (1 - rng.uniform(0.06, 0.16) * dots).astype(np.float32)
+    return (1 - rng.uniform(*depth) * dots).astype(np.float32)
 
 
-def printed(img: np.ndarray, rng: np.random.Generator, carbon: tuple[float, float] = (0.15, 0.6)
-            ) -> tuple[np.ndarray, np.ndarray]:
+def printed(img: np.ndarray, rng: np.random.Generator, carbon: tuple[float, float] = (0.15, 0.6),
+            dots: tuple[float, float] = (0.06, 0.16)) -> tuple[np.ndarray, np.ndarray]:
     """Ink on paper: returns visible reflectance and NIR reflectance (carbon-black only absorbs NIR); ``carbon``
-    is the range of the ink's carbon share (laser toner absorbs NIR strongly, dye inks hardly at all)."""
+    is the range of the ink's carbon share (laser toner absorbs NIR strongly, dye inks hardly at all), ``dots``
+    the range of the halftone screen's depth (photo printers hide it, office printers do not)."""
     res = img.shape[0]
     lum = img.mean(-1, keepdims=True)
     sat = rng.uniform(0.55, 0.9)
     ink = lum + (img - lum) * sat
     ink = 0.06 + rng.uniform(0.7, 0.85) * ink ** rng.uniform(0.9, 1.2)
-    ink = ink * halftone(res, rng)[..., None]
+    ink = ink * halftone(res, rng, dots)[..., None]
     ink = ink * rng.normal(1, 0.03, 3).astype(np.float32)
     grain = 1 + rng.normal(0, 0.02, (res, res)).astype(np.float32)
     paper_nir = rng.uniform(0.7, 0.9)
@@ -112,15 +114,18 @@ def live(ident: Identity, rng: np.random.Generator, prof: DomainProfile, res: in
          cap: Capture | None = None) -> tuple[Layer, dict]:
     cap = cap or Capture.sample(rng, prof.max_yaw, prof.max_pitch, prof.crop_jitter)
     face, reg = face_layer(ident, cap, res, dist, rng)
+    if prof.nir_skin != 1.0:
+        face.albedo_nir = (face.albedo_nir * prof.nir_skin).astype(np.float32)
     return face.over(background(res, rng, prof.background, prof.wall), reg["mask"]), reg
 
 
 def attack_print(ident, rng, prof, res, dist, cut=False):
     cap = Capture.sample(rng, prof.max_yaw, prof.max_pitch, prof.crop_jitter)
     src = photo(ident, rng, res)
-    vis, nir = printed(src, rng, prof.instrument("print", "carbon"))
+    vis, nir = printed(src, rng, prof.instrument("print", "carbon"), prof.instrument("print", "halftone"))
     glossy = rng.random() < 0.3
-    z = sheet_z(res, rng, dist + rng.uniform(-0.04, 0.03), bend=rng.random() < 0.4)
+    bent = rng.random() < prof.instrument("print", "bent")[0]
+    z = sheet_z(res, rng, dist + rng.uniform(-0.04, 0.03), bend=rng.uniform(*prof.instrument("print", "bend")) * bent)
     sheet = Layer(z=z, albedo_rgb=vis, albedo_nir=nir,
                   specular=np.full((res, res), 0.25 if glossy else 0.02, np.float32),
                   shininess=np.full((res, res), 40.0 if glossy else 6.0, np.float32),
@@ -158,12 +163,13 @@ def attack_replay(ident, rng, prof, res, dist):
     tint = np.array([0.92, 1.0, 1.12], np.float32) * rng.normal(1, 0.03, 3).astype(np.float32)
     px = rng.uniform(0.35, 0.5) * res / 2
     cells = (0.5 + 0.5 * np.cos(2 * np.pi * px * x)) * (0.5 + 0.5 * np.cos(2 * np.pi * px * y))
-    grid_pat = 1 - rng.uniform(0.05, 0.15) * cells
+    grid_pat = 1 - rng.uniform(*prof.instrument("replay", "grid")) * cells
     th = rng.uniform(0, np.pi)
-    moire = 1 + rng.uniform(0.04, 0.12) * np.sin(2 * np.pi * rng.uniform(2, 7) * (np.cos(th) * x + np.sin(th) * y)
-                                                 + rng.uniform(0, 6.3))
+    amp = rng.uniform(*prof.instrument("replay", "moire"))  # drawn first: the random stream stays that of v2 stores
+    wave = 2 * np.pi * rng.uniform(2, 7) * (np.cos(th) * x + np.sin(th) * y) + rng.uniform(0, 6.3)
+    moire = 1 + amp * np.sin(wave)
     emit = frame ** (1 / rng.uniform(0.9, 1.2)) * brightness * tint * (grid_pat * moire)[..., None]
-    z = sheet_z(res, rng, dist + rng.uniform(-0.04, 0.03), bend=False)
+    z = sheet_z(res, rng, dist + rng.uniform(-0.04, 0.03))
     screen = Layer(z=z, albedo_rgb=np.full((res, res, 3), 0.03, np.float32),
                    albedo_nir=np.full((res, res), 0.02, np.float32),
                    specular=np.full((res, res), 0.5, np.float32), shininess=np.full((res, res), 400.0, np.float32),
@@ -197,8 +203,11 @@ def attack_mask(ident, rng, prof, res, dist, rigid: bool):
         for key, col in (("brows", ident.hair * 0.9), ("lips", ident.skin * np.array([0.8, 0.5, 0.5]))):
             alb = alb * (1 - mreg[key][..., None]) + mreg[key][..., None] * np.asarray(col, np.float32)
         mface.albedo_rgb = alb.astype(np.float32)
-        mface.albedo_nir = np.full((res, res), rng.uniform(*prof.instrument("mask_rigid", "nir_albedo")),
-                                   np.float32)  # one resin, no features
+        resin = rng.uniform(*prof.instrument("mask_rigid", "nir_albedo"))
+        # one resin, no features; paint with carbon black (nir_paint > 0) shows its painted features in NIR too
+        dark = np.clip(1 - alb.mean(-1) / max(float(paint.mean()), 1e-3), 0, 1)
+        mface.albedo_nir = (resin * (1 - rng.uniform(*prof.instrument("mask_rigid", "nir_paint")) * dark)
+                            ).astype(np.float32)
         mface.specular = np.full((res, res), rng.uniform(0.3, 0.6), np.float32)
         mface.shininess = np.full((res, res), rng.uniform(25, 60), np.float32)
         cover = mreg["face"]
@@ -237,7 +246,7 @@ def attack_partial(ident, rng, prof, res, dist):
     z = np.full((res, res), z_front, np.float32) + 0.01 * rng.normal(0, 0.3) * (x - cap.cx)
     # printed eyes: the person's own eyes photographed and printed on the lenses
     src = (np.clip(shade_rgb(person, Lighting.sample(rng, ambient=(0.5, 0.7))), 0, 1)).astype(np.float32)
-    vis, nir = printed(src, rng, prof.instrument("print", "carbon"))
+    vis, nir = printed(src, rng, prof.instrument("print", "carbon"), prof.instrument("print", "halftone"))
     rim = max(2, res // 40)
     frame = (band > 0.1) & (cv2.erode(eyes, np.ones((rim, rim), np.uint8)) == 0)
     vis[frame] = rng.uniform(0.0, 0.3, 3)

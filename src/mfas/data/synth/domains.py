@@ -24,11 +24,14 @@ from mfas.errors import ConfigError, did_you_mean
 #: from. A profile's ``instruments`` overrides any of them (the same species and key), so instruments can
 #: differ between capture set-ups as they do between datasets. docs/simfas.md explains each cue.
 INSTRUMENTS: dict[str, dict[str, tuple[float, float]]] = {
-    # toner absorbs NIR (carbon black), dye inks hardly at all
-    "print": {"carbon": (0.15, 0.6)},
-    "replay": {"brightness": (0.6, 1.1)},
-    # one resin of uniform NIR reflectance; probability of eye holes
-    "mask_rigid": {"nir_albedo": (0.4, 0.95), "eye_holes": (0.6, 0.6)},
+    # toner absorbs NIR (carbon black), dye inks hardly at all; depth of the halftone screen; probability that
+    # the sheet is bent and how much (curvature round a vertical axis)
+    "print": {"carbon": (0.15, 0.6), "halftone": (0.06, 0.16), "bent": (0.4, 0.4), "bend": (0.1, 0.35)},
+    # panel brightness; depth of the pixel-grid pattern (low-ppi monitors show it, phones hardly) and of the moire
+    "replay": {"brightness": (0.6, 1.1), "grid": (0.05, 0.15), "moire": (0.04, 0.12)},
+    # one resin of uniform NIR reflectance; probability of eye holes; how much of the painted features' darkness
+    # NIR sees (0: dye paints, 1: carbon-black paint)
+    "mask_rigid": {"nir_albedo": (0.4, 0.95), "eye_holes": (0.6, 0.6), "nir_paint": (0.0, 0.0)},
     # silicone reflects less NIR than skin (no sub-surface scattering through blood); it keeps part of the
     # real albedo; its edge (thickness in metres) shows as a seam against the wearer's skin
     "mask_flexible": {"nir_factor": (0.55, 0.75), "texture": (0.05, 0.09), "perfusion": (0.3, 0.6),
@@ -55,7 +58,7 @@ class DomainProfile:
     ambient: tuple[float, float] = (0.25, 0.5)
     temperature: float = 0.0  # > 0 warm, < 0 cool
     distance: tuple[float, float] = (0.5, 0.8)  # metres from the cameras
-    depth_mode: str = "range"  # "range" or "normalised"
+    depth_mode: str = "range"  # "range" (near bright), "distance" (near dark) or "normalised"
     depth_near: float = 0.3
     depth_far: float = 1.2
     depth_noise: float = 0.002
@@ -63,9 +66,13 @@ class DomainProfile:
     depth_slope: float = 0.2
     depth_quant: int = 256
     depth_window: float = 0.12  # half-width of the normalised depth window, metres
+    depth_blur: float = 0.0  # smoothing of the depth sensor (stereo matching window, low-res ToF), in native pixels
     ir_gain: tuple[float, float] = (0.8, 1.2)
     ir_agc: bool = True
     ir_gamma: float = 1 / 1.8
+    # NIR reflectance of live tissue relative to 850 nm: lower at 940 nm, where water absorbs (the instruments'
+    # materials do not change)
+    nir_skin: float = 1.0
     background: str = "gradient"  # flat | gradient | texture | dark
     wall: tuple[float, float] = (1.6, 3.0)  # distance of the wall behind the subject, metres
     face_mask: bool = False  # keep only an ellipse around the detected face in every modality
@@ -74,9 +81,18 @@ class DomainProfile:
     crop_jitter: float = 0.05
     extra: dict = field(default_factory=dict)
     instruments: dict = field(default_factory=dict)  # species -> {key: (low, high)}, over INSTRUMENTS
+    # capture-session bias: scene fields that differ when attacks were recorded (another day, room or light), as
+    # in real datasets; a shortcut inside the domain that does not transfer to others
+    attack_session: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def for_species(self, species: str) -> DomainProfile:
+        """The profile a presentation of ``species`` is rendered with: ``attack_session`` applied to attacks."""
+        if species == "bonafide" or not self.attack_session:
+            return self
+        return dataclasses.replace(self, **self.attack_session)
 
     def instrument(self, species: str, key: str) -> tuple[float, float]:
         """The (low, high) range of an instrument property in this domain."""
@@ -88,6 +104,9 @@ BUILTIN_DIR = Path(__file__).with_name("profiles")
 SPECIES = ("bonafide", "print", "replay", "cut", "mask_rigid", "mask_flexible", "partial")
 _FIELDS = {f.name: f for f in dataclasses.fields(DomainProfile)}
 _PAIRS = ("jpeg", "exposure", "ambient", "distance", "ir_gain", "wall")
+#: the fields an attack session may change: the scene and its light, not the sensors
+SESSION_FIELDS = ("distance", "ambient", "light_strength", "temperature", "exposure", "white_balance", "background",
+                  "wall")
 
 
 def profile_from_dict(name: str, data: object, where: str, base: Mapping[str, DomainProfile] | None = None
@@ -120,6 +139,8 @@ def profile_from_dict(name: str, data: object, where: str, base: Mapping[str, Do
     _check_values(merged, at)
     fixed = {k: (tuple(v) if isinstance(v, list) else v) for k, v in merged.items()}
     fixed["instruments"] = {sp: {k: tuple(v) for k, v in d.items()} for sp, d in merged.get("instruments", {}).items()}
+    fixed["attack_session"] = {k: (tuple(v) if isinstance(v, list) else v)
+                               for k, v in merged.get("attack_session", {}).items()}
     return DomainProfile(**fixed)
 
 
@@ -137,8 +158,17 @@ def _check_values(d: dict, at: str) -> None:
         number(f"pai_mix.{sp}", w, 0)
     if sum(mix.values()) <= 0 or mix.get("bonafide", 0) <= 0 or len(mix) < 2:
         raise ConfigError(f"{at}: pai_mix needs bona fide and at least one attack species with weight > 0")
+    session = d.get("attack_session", {})
+    if not isinstance(session, Mapping):
+        raise ConfigError(f"{at}: attack_session must map scene fields to values, got {session!r}")
+    for key in session:
+        if key not in SESSION_FIELDS:
+            raise ConfigError(f"{at}: attack_session: {key!r} is not a scene field an attack session may change"
+                              + did_you_mean(str(key), SESSION_FIELDS, listing="those are"))
+    if session:
+        _check_values({**{k: v for k, v in d.items() if k != "attack_session"}, **session}, f"{at}: attack_session")
     for key, f in _FIELDS.items():
-        if key in ("name", "pai_mix", "instruments", "extra", "description") or key not in d:
+        if key in ("name", "pai_mix", "instruments", "extra", "description", "attack_session") or key not in d:
             continue
         v = d[key]
         if key == "jpeg" and v is None:
@@ -155,7 +185,8 @@ def _check_values(d: dict, at: str) -> None:
             if not isinstance(v, bool):
                 raise ConfigError(f"{at}: {key} must be true or false, got {v!r}")
         elif key in ("depth_mode", "background"):
-            allowed = ("range", "normalised") if key == "depth_mode" else ("flat", "gradient", "texture", "dark")
+            allowed = (("range", "distance", "normalised") if key == "depth_mode"
+                       else ("flat", "gradient", "texture", "dark"))
             if v not in allowed:
                 raise ConfigError(f"{at}: {key} must be one of {', '.join(allowed)}, got {v!r}")
         else:

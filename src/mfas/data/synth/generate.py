@@ -82,7 +82,7 @@ def _domain_key(name: str) -> int:
 def render(spec: Spec, size: int, profile: DomainProfile | None = None) -> dict[str, np.ndarray]:
     """Render one sample: {"rgb": (size, size, 3), "depth": (size, size), "ir": (size, size)} uint8.
     ``profile``: the domain's profile (default: the built-in one named ``spec.domain``)."""
-    prof = profile or get_profile(spec.domain)
+    prof = (profile or get_profile(spec.domain)).for_species(spec.pai)
     ident = Identity.sample(np.random.default_rng([spec.seed, _domain_key(spec.domain), 1, spec.subject]))
     # frames of one video share the scene and differ by sensor noise only
     rng = np.random.default_rng([spec.seed, _domain_key(spec.domain), 2, spec.video])
@@ -122,7 +122,7 @@ def capture(scene, light, prof: DomainProfile, size: int, dist: float, rng, nois
         nir = nir * rng.uniform(0.55, 0.75) / max(level, 0.02)
     ir8 = camera(nir, size, noise_rng, prof.blur, prof.ir_noise, prof.jpeg, gamma=prof.ir_gamma)
     d = sense_depth(scene, noise_rng, prof.depth_near, prof.depth_far, prof.depth_mode, prof.depth_noise,
-                    prof.depth_holes, prof.depth_slope, prof.depth_quant, prof.depth_window)
+                    prof.depth_holes, prof.depth_slope, prof.depth_quant, prof.depth_window, prof.depth_blur)
     d = cv2.resize(d, (size, size), interpolation=cv2.INTER_NEAREST) if d.shape[0] != size else d
     depth8 = np.clip(d * 255 + 0.5, 0, 255).astype(np.uint8)
     return {"rgb": rgb8, "depth": depth8, "ir": ir8}
@@ -161,7 +161,7 @@ def to_sample(spec: Spec, images: dict[str, np.ndarray]) -> Sample:
                   video=video, frame=spec.frame, images=images)
 
 
-def generate_store(out: str | Path, per_domain: int = 500, domains: Sequence[str] = ("C", "P", "S", "W"),
+def generate_store(out: str | Path, per_domain: int = 1500, domains: Sequence[str] = ("C", "P", "S", "W"),
                    size: int = 112, seed: int = 0, frames_per_video: int = 1, workers: int | None = None,
                    overwrite: bool = False, progress: Callable[[int], None] | None = None,
                    profiles: Mapping[str, DomainProfile] | None = None) -> BuildReport:

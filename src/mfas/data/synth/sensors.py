@@ -55,21 +55,28 @@ def shade_nir(layer: Layer, light: Lighting, z_ref: float) -> np.ndarray:
 
 
 def sense_depth(layer: Layer, rng: np.random.Generator, near: float, far: float, mode: str,
-                noise: float, holes: float, slope_cut: float, quant: int, window: float = 0.12) -> np.ndarray:
+                noise: float, holes: float, slope_cut: float, quant: int, window: float = 0.12,
+                blur: float = 0.0) -> np.ndarray:
     """The depth camera: range, noise, holes on steep or unreturned surfaces, 8-bit encoding.
 
     ``mode="range"`` encodes [near, far] linearly (near = 255, far and beyond = 0, as in CeFA);
+    ``mode="distance"`` encodes the same range the other way round (near = dark, as depth saved in millimetres
+    looks), far and beyond = 0;
     ``mode="normalised"`` maps a window of +-``window`` metres around the median depth of the frame's
     centre to [0, 1] and drops what lies behind it (as preprocessed WMCA / CASIA-SURF depth looks).
-    Invalid pixels are 0.
+    ``blur`` smooths the measured surface (sigma in pixels): a stereo matcher's window or a low-resolution
+    time-of-flight sensor loses fine relief. Invalid pixels are 0.
     """
-    z = layer.z + rng.normal(0, noise, layer.z.shape).astype(np.float32) * (layer.z / 0.6) ** 2
+    z_true = cv2.GaussianBlur(layer.z, (0, 0), blur) if blur > 0 else layer.z
+    z = z_true + rng.normal(0, noise, layer.z.shape).astype(np.float32) * (z_true / 0.6) ** 2
     ok = layer.depth_ok & (layer.normal[..., 2] > slope_cut) & (z < far)
     if holes:
         speckle = cv2.GaussianBlur(rng.random(z.shape).astype(np.float32), (0, 0), 2.5)
         ok &= speckle > np.quantile(speckle, holes)
     if mode == "range":
         d = (far - z) / (far - near)
+    elif mode == "distance":
+        d = (z - near) / (far - near)
     else:
         c = z.shape[0] // 3
         centre = z[c:-c, c:-c][ok[c:-c, c:-c]]
