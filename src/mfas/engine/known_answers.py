@@ -1,13 +1,14 @@
 """The known-answer suite (``mfas check``): experiments whose outcome is known in advance, so that a broken
 implementation shows up as a failed check instead of a plausible table.
 
-It generates a SimFAS store of one capture set-up (``profiles/check/known_answers.yaml``: domain W with dye-ink
-prints, so that each species' cue lives in a known modality), trains small models on it and compares what comes
+It generates a SimFAS store of one capture set-up (``profiles/check/known_answers.yaml``: domain W recorded in one
+session, so that no capture bias gives every modality a shortcut), trains small models on it and compares what comes
 out with what the cue table of docs/simfas.md predicts:
 
 * ``shuffled``: labels permuted in training -> AUC on unseen data within 50 +- 5;
 * ``carrier``: models given RGB only, depth only, IR only: on each species the modality that carries its cue wins;
-* ``removal``: taking a modality away at test (presence mask False) costs AUC on the species only it carries;
+* ``removal``: taking a modality away at test (presence mask False) costs AUC on the species only it carries,
+  and not on the species it carries nothing for;
 * ``severed``: a model whose IR is cut off from its head (the ``severed`` diagnostic model) moves no score when IR
   changes (per-modality sensitivity) and misses the species only IR carries;
 * ``repeat``: the same config and seed trained twice -> identical scores.
@@ -37,15 +38,16 @@ PROFILE_FILE = Path(__file__).resolve().parents[1] / "data" / "synth" / "profile
 DOMAIN = "W"
 
 #: species -> the modalities that carry its cue in the suite's set-up (docs/simfas.md, the cue table). Depth sees
-#: the flat or bent sheet of a print, the flat screen of a replay and the plane of glasses; NIR sees the dark
-#: panel of a replay, the uniform resin of a rigid mask, the darker silicone and seam of a flexible one and the
-#: printed eyes and frame of glasses. The suite's prints use dye ink, which NIR does not see.
+#: the flat or bent sheet of a print and the flat screen of a replay; NIR sees bare paper (no skin shading, no
+#: darker eyes) and a dark panel, the uniform resin of a rigid mask, the silicone and seam of a flexible one and
+#: the pupil-less printed eyes and frame of glasses. The plane of glasses is a depth cue too small to learn at
+#: this scale (a depth-only model: AUC 47 on partial), so partial is listed under NIR alone.
 CARRIERS: dict[str, tuple[str, ...]] = {
-    "print": ("depth",),
+    "print": ("depth", "ir"),
     "replay": ("depth", "ir"),
     "mask_rigid": ("ir",),
     "mask_flexible": ("ir",),
-    "partial": ("depth", "ir"),
+    "partial": ("ir",),
 }
 
 #: a check passes within these margins (AUC points, %)
@@ -187,19 +189,23 @@ def check_carriers(single: dict[str, Scored]) -> Check:
 
 
 def check_removal(full: Scored, without: dict[str, Scored]) -> Check:
-    rows, bad = {}, []
+    """Without modality m: the species only m carries lose >= REMOVAL_DROP points of AUC; the species m carries
+    nothing for lose less (the model was trained with modality dropout, so it copes with m missing)."""
+    rows, bad, expected = {}, [], []
     for m, sc in without.items():
         only = [sp for sp, c in CARRIERS.items() if c == (m,)]
+        unrelated = [sp for sp, c in CARRIERS.items() if m not in c]
         drops = {sp: full.auc(sp) - sc.auc(sp) for sp in CARRIERS}
         rows[m] = drops
-        for sp in only:
-            if drops[sp] < REMOVAL_DROP:
-                bad.append(f"without {m}, {sp} drops {drops[sp]:.1f}")
+        bad += [f"without {m}, {sp} drops {drops[sp]:.1f}" for sp in only if drops[sp] < REMOVAL_DROP]
+        bad += [f"without {m}, {sp} (not carried by {m}) drops {drops[sp]:.1f}" for sp in unrelated
+                if drops[sp] >= REMOVAL_DROP]
+        expected.append(f"without {m}: " + "; ".join(
+            part for part in (f"{', '.join(only)} drop by >= {REMOVAL_DROP:g}" if only else "",
+                              f"{', '.join(unrelated)} drop by < {REMOVAL_DROP:g}" if unrelated else "") if part))
     measured = "; ".join(f"without {m}: AUC drop {_fmt(d)}" for m, d in rows.items())
-    expected = "; ".join(f"without {m}: AUC on {', '.join(sp for sp, c in CARRIERS.items() if c == (m,))} "
-                         f"drops by >= {REMOVAL_DROP:g}" for m in without)
-    return Check("removal", expected, measured + (" | WRONG " + "; ".join(bad) if bad else ""), not bad,
-                 {"drop": rows})
+    return Check("removal", " | ".join(expected), measured + (" | WRONG " + "; ".join(bad) if bad else ""),
+                 not bad, {"drop": rows})
 
 
 def check_severed(intact: Scored, severed: Scored, sens_intact: dict[str, float], sens_severed: dict[str, float],
@@ -226,11 +232,12 @@ def check_repeat(a: Path, b: Path) -> Check:
 
 
 def run_checks(out: Path, settings: Settings = Settings(), only: Sequence[str] | None = None,
-               say: Callable[[str], None] = print, workers: int | None = None) -> list[Check]:
+               say: Callable[[str], None] = print, workers: int | None = None, reuse: bool = False) -> list[Check]:
     """Generate the suite's store under ``out``, train what the selected checks need, and return the checks.
-    ``only`` restricts to some of ``shuffled, carrier, removal, severed, repeat``."""
+    ``only`` restricts to some of ``shuffled, carrier, removal, severed, repeat``. ``reuse`` keeps finished runs
+    in ``out`` whose config is the one the suite would train (the verdicts are computed again)."""
     from mfas.data.synth import generate_store
-    from mfas.engine.config import validate_config
+    from mfas.engine.config import dump_config, validate_config
     from mfas.engine.train import train
 
     names = tuple(only or ("shuffled", "carrier", "removal", "severed", "repeat"))
@@ -238,6 +245,7 @@ def run_checks(out: Path, settings: Settings = Settings(), only: Sequence[str] |
     store = out / "simfas-check"
     profiles = load_profiles(PROFILE_FILE)
     say(f"generating {s.per_domain} samples of the known-answer set-up at {s.image_size}^2 ...")
+    # deterministic: the same store again when runs are reused
     generate_store(store, per_domain=s.per_domain, domains=(DOMAIN,), size=s.image_size, seed=s.seed,
                    workers=workers, overwrite=True, profiles=profiles)
     runs: dict[str, Path] = {}
@@ -245,6 +253,11 @@ def run_checks(out: Path, settings: Settings = Settings(), only: Sequence[str] |
     def fit(name: str, model: dict, **kw) -> Path:
         if name not in runs:
             cfg = validate_config(_config(out, store, name, s, model, **kw), where=f"check {name}")
+            done = cfg.run_dir / "metrics.json"
+            if reuse and done.exists() and (cfg.run_dir / "config.yaml").read_text() == dump_config(cfg):
+                say(f"reusing {cfg.run_dir}")
+                runs[name] = cfg.run_dir
+                return runs[name]
             if cfg.run_dir.exists():
                 shutil.rmtree(cfg.run_dir)
             say(f"training {name} ...")
