@@ -34,7 +34,7 @@ HEADER = {
     "fast": "# MMDA with our faster schedule (compat: clean): batch 72 in one step, 30 epochs, lr 1e-5 cosine with\n"
             "# 5% warm-up. Ours, not the paper's; see docs/models/mmda.md. Needs the MMDG stores and CLIP weights.\n",
     "sim": "# mmda-tiny on a SimFAS leave-one-domain-out protocol (docs/results/simfas.md).\n"
-           "# Needs: mfas data synth stores/simfas -n 250.  Random CLIP weights (none can be downloaded here).\n",
+           "# Needs: mfas data synth stores/simfas -n 1500.  Random CLIP weights (none can be downloaded here).\n",
 }
 
 

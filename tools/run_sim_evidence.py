@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mfas.engine.evaluation import read_scores
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
@@ -65,24 +67,61 @@ def collect(runs: Path, seeds: list[int], variants: list[str]) -> dict:
     for variant in variants:
         for proto in LOO_PROTOCOLS:
             vals: dict[str, list[float]] = {"auc": [], **{p: [] for p in POLICIES}}
+            scores: list[dict] = []
             for seed in seeds:
                 path = runs / f"{proto}_{variant}_s{seed}" / "metrics.json"
                 if not path.exists():
                     continue
                 m = json.loads(path.read_text())
-                (res,) = m["tests"].values()
+                ((target, res),) = m["tests"].items()
                 vals["auc"].append(res["threshold_free"]["auc"])
                 for p in POLICIES:
                     vals[p].append(res["policies"][p]["hter"])
-            table[(variant, proto)] = vals
+                scores.append({"table": read_scores(path.parent / "scores" / f"{target}.csv"),
+                               "thresholds": {p: res["policies"][p]["threshold"]["value"] for p in POLICIES}})
+            table[(variant, proto)] = {**vals, "runs": scores}
     return table
 
 
-def fmt(xs: list[float]) -> str:
+def _metric(kind: str):
+    """(labels, scores, pai, threshold) -> value of the table's metric ``kind``."""
+    from mfas.metrics import definitions
+    from mfas.metrics.thresholds import ThresholdPolicy, choose_threshold
+
+    if kind == "auc":
+        return lambda y, s, p, t: definitions.get("auc").compute(y, s, p)
+    hter = definitions.get("hter").compute
+    if ThresholdPolicy.parse(kind).paper_compatible:  # the target's own EER point, chosen again per resample
+        return lambda y, s, p, t: hter(y, s, p, choose_threshold(ThresholdPolicy.parse(kind), test=(y, s, p)).value)
+    return lambda y, s, p, t: hter(y, s, p, t)
+
+
+def seed_mean_ci(cells: list[dict], kind: str, n_boot: int = 500, seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the seed-mean of ``kind`` averaged over ``cells`` (one per target).
+
+    The test samples of each target are resampled (stratified by class), the same resample for every seed of
+    that target, since the seeds score one test set; targets are resampled independently."""
+    rng = np.random.default_rng(seed)
+    fn = _metric(kind)
+    boots = np.zeros(n_boot)
+    for cell in cells:
+        runs = cell["runs"]
+        y = runs[0]["table"]["label"]
+        pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+        for b in range(n_boot):
+            idx = np.concatenate([rng.choice(pos, pos.size), rng.choice(neg, neg.size)])
+            boots[b] += np.mean([fn(r["table"]["label"][idx], r["table"]["score"][idx], r["table"]["pai"][idx],
+                                    r["thresholds"].get(kind)) for r in runs]) / len(cells)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def fmt(xs: list[float], ci: tuple[float, float] | None = None) -> str:
     if not xs:
         return "—"
     a = 100 * np.asarray(xs)
-    return f"{a.mean():.1f} ± {a.std(ddof=1) if a.size > 1 else 0.0:.1f}"
+    text = f"{a.mean():.1f} ± {a.std(ddof=1) if a.size > 1 else 0.0:.1f}"
+    return text + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
 
 
 def write_markdown(table: dict, seeds: list[int], out: Path, note: str, variants: list[str],
@@ -90,7 +129,9 @@ def write_markdown(table: dict, seeds: list[int], out: Path, note: str, variants
     lines = [f"# SimFAS leave-one-domain-out: {family}", "",
              f"Variants of `configs/sim/{family}/loo/` on the four SimFAS leave-one-domain-out protocols, "
              f"produced by `python tools/run_sim_evidence.py --family {family}`. "
-             f"Seeds {', '.join(map(str, seeds))}; each cell is mean ± sample standard deviation over seeds, in %. "
+             f"Seeds {', '.join(map(str, seeds))}; each cell is mean ± sample standard deviation over seeds, in %, "
+             "then [the 95% bootstrap interval of that seed mean]: 500 class-stratified resamples of the target's "
+             "test samples, shared by the seeds (they score one test set); the mean column resamples every target. "
              "Model selection: `last` epoch (no target data). HTER@test_eer sets the threshold at each target's "
              "own EER point (paper-compatible, optimistic); HTER@val_eer uses the sources' validation EER "
              "threshold (deployable).", "", note, ""]
@@ -99,10 +140,13 @@ def write_markdown(table: dict, seeds: list[int], out: Path, note: str, variants
         lines += [f"## {title}", "", "| variant | " + " | ".join(f"→ {p[-1]}" for p in LOO_PROTOCOLS) + " | mean |",
                   "|---|" + "---|" * (len(LOO_PROTOCOLS) + 1)]
         for variant in variants:
-            cells = [fmt(table[(variant, p)][metric]) for p in LOO_PROTOCOLS]
-            per_seed = [np.mean([table[(variant, p)][metric][i] for p in LOO_PROTOCOLS])
-                        for i in range(min(len(table[(variant, p)][metric]) for p in LOO_PROTOCOLS))]
-            lines.append(f"| {variant} | " + " | ".join(cells) + f" | {fmt(per_seed)} |")
+            done = [table[(variant, p)] for p in LOO_PROTOCOLS if table[(variant, p)]["runs"]]
+            cells = [fmt(table[(variant, p)][metric], seed_mean_ci([table[(variant, p)]], metric)
+                         if table[(variant, p)]["runs"] else None) for p in LOO_PROTOCOLS]
+            n = min(len(table[(variant, p)][metric]) for p in LOO_PROTOCOLS)
+            per_seed = [np.mean([table[(variant, p)][metric][i] for p in LOO_PROTOCOLS]) for i in range(n)]
+            mean_ci = seed_mean_ci(done, metric) if n and len(done) == len(LOO_PROTOCOLS) else None
+            lines.append(f"| {variant} | " + " | ".join(cells) + f" | {fmt(per_seed, mean_ci)} |")
         lines.append("")
     if family == "mmfas":
         lines += ["Variants: `mmfas` = full model (ICL + CM with hard mining, switch-attention); `no-align` = "
