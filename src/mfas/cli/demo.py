@@ -47,7 +47,8 @@ def _row(run: Path, target: str) -> dict:
 @friendly_errors
 def demo_cmd(out: Path = typer.Option(Path("runs/demo"), help="Folder for the demo's outputs."),
              per_domain: int = typer.Option(700, "--per-domain", "-n", help="SimFAS samples per domain."),
-             epochs: int = typer.Option(8, help="Training epochs of each model."),
+             epochs: int = typer.Option(8, help="Training epochs of the cross-domain model (the in-domain one "
+                                                "trains 3x as many)."),
              image_size: int = typer.Option(64, "--image-size", help="Side of the square images."),
              model: str = typer.Option("cnn-concat-tiny", help="Model to train (any registered name, e.g. "
                                                              "mmfas-tiny; the default learns fastest on CPU)."),
@@ -55,6 +56,7 @@ def demo_cmd(out: Path = typer.Option(Path("runs/demo"), help="Folder for the de
              workers: int = typer.Option(0, help="Worker processes for SimFAS (0 = one per core)."),
              overwrite: bool = typer.Option(True, help="Replace an earlier demo in OUT.")) -> None:
     """Generate SimFAS, check it, train a model inside domain W and across domains (C, P, S -> W), and compare.
+    The in-domain run trains 3 x --epochs (one domain's images, the same number of steps as three sources).
 
     The in-domain figure shows that the model learns; the cross-domain one, on the same test set, how much of it
     transfers to a capture set-up never seen. About 2 minutes on 2 CPU cores."""
@@ -91,7 +93,9 @@ def demo_cmd(out: Path = typer.Option(Path("runs/demo"), help="Folder for the de
         p = get_protocol(protocol)
         console.rule(f"[bold]{4 + k}. training {model} on {protocol} (mfas train)")
         console.print(f"{p.name}: {p.description}")
-        cfg = validate_config(demo_config(out, store_path, epochs, seed, image_size, model, protocol))
+        # in-domain trains on one domain's images, leave-one-out on three: the same number of optimiser steps
+        n_epochs = epochs * 3 if protocol == IN_DOMAIN else epochs
+        cfg = validate_config(demo_config(out, store_path, n_epochs, seed, image_size, model, protocol))
         if overwrite and cfg.run_dir.exists():
             shutil.rmtree(cfg.run_dir)
         t0 = time.perf_counter()
@@ -107,14 +111,21 @@ def demo_cmd(out: Path = typer.Option(Path("runs/demo"), help="Folder for the de
                     "validation data)")
     for c in ("training", "protocol", "n", "AUC % ↑", "HTER % ↓"):
         t.add_column(c, justify="left" if c in ("training", "protocol") else "right")
+    rows = {}
     for label, protocol in (("in-domain (W)", IN_DOMAIN), ("cross-domain (C, P, S)", PROTOCOL)):
-        r = _row(runs[protocol], "W")
+        r = rows[protocol] = _row(runs[protocol], "W")
         t.add_row(label, protocol, str(r["n"]), *(f"{100 * r[k]['value']:.1f} [{100 * r[k]['low']:.1f}, "
                                                    f"{100 * r[k]['high']:.1f}]" for k in ("auc", "hter")))
     console.print(t)
-    console.print("In-domain the model sees W's own sensors and attack instruments; across domains it must "
-                  "generalise from C, P and S. The gap is the domain-generalisation problem the MMDG methods "
-                  "address.")
+    inside, across = rows[IN_DOMAIN]["auc"], rows[PROTOCOL]["auc"]
+    if inside["low"] > across["high"]:
+        console.print("In-domain the model sees W's own sensors and attack instruments; across domains it must "
+                      "generalise from C, P and S, and loses AUC doing so: the domain-generalisation problem the "
+                      "MMDG methods address.")
+    else:
+        console.print("The two intervals overlap or cross: at this scale W's own training images (a third of what "
+                      "the three sources give) limit the in-domain model as much as the domain shift limits the "
+                      "cross-domain one. docs/simfas.md gives both at the default scale (-n 1500, 112x112).")
     run = runs[PROTOCOL]
     plots = sorted((run / "plots").glob("*.png")) if (run / "plots").exists() else []
     console.print(f"\nreports: [bold]{runs[IN_DOMAIN] / 'report.md'}[/], [bold]{run / 'report.md'}[/]")
