@@ -12,34 +12,17 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-import torch
-from torch.utils.data import DataLoader
-
 from mfas.data import open_store
-from mfas.data.dataset import StoreDataset
-from mfas.data.transforms import eval_transform
-from mfas.engine.io import load_bundle
+from mfas.engine.io import read_bundle_meta
+from mfas.engine.known_answers import sensitivity as modality_sensitivity
 
 
 def sensitivity(run: Path, store: Path, limit: int = 256, seed: int = 0) -> dict[str, float]:
-    model, meta = load_bundle(run)
-    model.eval()
-    part = meta["protocol"]["tests"][0]["parts"][0]  # the run's first test set (one store part on SimFAS)
-    st = open_store(store)
-    idx = np.asarray(st.select(split=part["split"], domain=part.get("domain")))
-    idx = np.random.default_rng(seed).permutation(idx)[:limit]
-    ds = StoreDataset(st, idx, transform=eval_transform(tuple(model.input_size), model.norm_stats))
-    batch = next(iter(DataLoader(ds, batch_size=len(ds))))
-    perm = torch.from_numpy(np.random.default_rng(seed + 1).permutation(len(ds)))
-    out = {}
-    with torch.no_grad():
-        base = model(batch).score
-        for m in model.modalities:
-            swapped = dict(batch)
-            swapped[m] = batch[m][perm]
-            out[m] = float((model(swapped).score - base).abs().mean())
-    return out
+    """On the run's first test set (one store part on SimFAS); mfas.engine.known_answers.sensitivity does the work."""
+    meta = read_bundle_meta(run)
+    part = meta["protocol"]["tests"][0]["parts"][0]
+    rows = open_store(store).select(split=part["split"], domain=part.get("domain"))
+    return modality_sensitivity(run, store, seed=seed, limit=limit, rows=rows)
 
 
 def main() -> None:

@@ -115,11 +115,9 @@ def _unseen(store) -> np.ndarray:
     return store.select(split=["val", "test"])
 
 
-def score_run(run: Path, store_path: Path, drop: Sequence[str] = (), replace: dict | None = None,
-              batch_size: int = 128) -> Scored:
+def score_run(run: Path, store_path: Path, drop: Sequence[str] = (), batch_size: int = 128) -> Scored:
     """Score the bundle in ``run`` on the unseen rows of ``store_path``; ``drop`` marks modalities absent
-    (presence False, zeros), ``replace`` maps a modality to a row permutation that swaps its input between
-    samples (the sensitivity check)."""
+    (presence False, zeros)."""
     from mfas.engine.io import load_bundle
 
     model, _ = load_bundle(run)
@@ -132,24 +130,20 @@ def score_run(run: Path, store_path: Path, drop: Sequence[str] = (), replace: di
         for batch in DataLoader(ds, batch_size=batch_size):
             scores.append(model(batch).score)
     s = torch.cat(scores).numpy()
-    if replace:
-        full = next(iter(DataLoader(ds, batch_size=len(ds))))
-        for m, perm in replace.items():
-            full[m] = full[m][torch.as_tensor(perm)]
-        with torch.no_grad():
-            s = model(full).score.numpy()
     return Scored(store.labels[idx], s, np.asarray(store.column("pai")[idx]).astype(str))
 
 
-def sensitivity(run: Path, store_path: Path, seed: int = 0, limit: int = 512) -> dict[str, float]:
-    """Mean |change of P(bona fide)| when one modality's input is swapped between unseen samples (a random
-    permutation), per modality of the run's model. A modality the fusion ignores gives 0."""
+def sensitivity(run: Path, store_path: Path, seed: int = 0, limit: int = 512,
+                rows: np.ndarray | None = None) -> dict[str, float]:
+    """Mean |change of P(bona fide)| when one modality's input is swapped between samples (a random
+    permutation), per modality of the run's model; ``rows`` of the store (default: its unseen rows), at most
+    ``limit`` of them. A modality the fusion ignores gives 0."""
     from mfas.engine.io import load_bundle
 
     model, _ = load_bundle(run)
     model.eval()
     store = open_store(store_path)
-    idx = np.random.default_rng(seed).permutation(_unseen(store))[:limit]
+    idx = np.random.default_rng(seed).permutation(_unseen(store) if rows is None else rows)[:limit]
     ds = StoreDataset(store, idx, transform=eval_transform(tuple(model.input_size), model.norm_stats))
     batch = next(iter(DataLoader(ds, batch_size=len(ds))))
     perm = torch.from_numpy(np.random.default_rng(seed + 1).permutation(len(ds)))
