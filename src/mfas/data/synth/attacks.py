@@ -5,23 +5,31 @@ instruments' materials come from the domain profile (``DomainProfile.instrument`
 =================  ==================  =======================  ==============================
 species            depth               NIR                      RGB
 =================  ==================  =======================  ==============================
-``print``          flat or bent sheet  paper bright, only       halftone, compressed range,
-                                       carbon ink darkens       paper edge, baked-in lighting
+``print``          flat or bent sheet; paper bright, only       halftone, compressed range,
+                   worn: a smoothed    carbon ink darkens       paper edge, baked-in lighting
+                   face
 ``replay``         flat screen, holes  no NIR from the panel;   emissive, pixel grid, moire,
                    at the glare        emitter glint on glass   glare, bezel
 ``cut``            sheet + real relief real skin/eyes in holes  print with real eyes
                    in the holes
-``mask_rigid``     face-like, generic, uniform resin, eyes      plastic sheen, painted
-                   no fine relief      only through holes       features, no perfusion
+``mask_rigid``     face-like, generic  uniform resin, eyes      plastic sheen, painted
+                   (or the victim's),  only through holes       features, no perfusion
+                   no fine relief
 ``mask_flexible``  realistic, edge     silicone darker than     skin-like, less perfusion,
                    step at its rim     skin, textured; seam     seam at the edge
 ``partial``        real face, plane    printed eyes: no dark    printed eyes on glasses
                    over the eyes       pupils; dark frame;      with a frame
                                        emitter glint on lenses
 =================  ==================  =======================  ==============================
+
+Bona fide subjects may wear their own glasses (``bonafide.glasses``): a frame in every modality, a glint on
+clear lenses, real eyes behind them. Where no source domain has such subjects, a model may learn "glasses
+mean a partial attack", which the domain with them then punishes.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import cv2
 import numpy as np
@@ -30,6 +38,13 @@ from mfas.data.synth.domains import DomainProfile
 from mfas.data.synth.face import Capture, Identity, face_layer
 from mfas.data.synth.scene import Layer, grid, normals_from_z
 from mfas.data.synth.sensors import Lighting, camera, shade_rgb
+
+
+def chance(rng: np.random.Generator, prof: DomainProfile, species: str, key: str) -> bool:
+    """A per-presentation yes/no with the domain's probability ``instrument(species, key)[0]``. Nothing is drawn
+    at probability 0, so domains without the instrument keep the random stream (and the images) they had."""
+    p = prof.instrument(species, key)[0]
+    return p > 0 and bool(rng.random() < p)
 
 
 def background(res: int, rng: np.random.Generator, style: str, wall: tuple[float, float] = (1.6, 3.0)) -> Layer:
@@ -119,10 +134,35 @@ def live(ident: Identity, rng: np.random.Generator, prof: DomainProfile, res: in
     return face.over(background(res, rng, prof.background, prof.wall), reg["mask"]), reg
 
 
+def own_glasses(person: Layer, reg: dict, rng: np.random.Generator, res: int) -> Layer:
+    """``person`` wearing their own glasses: a frame in front of the eyes, clear lenses that show a glint of the
+    emitter; the depth camera sees through the glass to the real eyes and returns the frame only."""
+    lens = int(round(max(3, res // 14) * rng.uniform(1.3, 1.9)))
+    eyes = cv2.dilate((reg["eye"] > 0.05).astype(np.uint8), np.ones((lens, lens), np.uint8))
+    if not eyes.any():
+        return person
+    rim = max(2, res // 40)
+    frame = (eyes > 0) & (cv2.erode(eyes, np.ones((rim, rim), np.uint8)) == 0)
+    lenses = (eyes > 0) & ~frame
+    copies = {f.name: getattr(person, f.name) for f in dataclasses.fields(person)}
+    out = Layer(**{k: None if v is None else v.copy() for k, v in copies.items()})
+    out.z[frame] = float(np.percentile(person.z[eyes > 0], 10)) - rng.uniform(0.008, 0.02)
+    out.albedo_rgb[frame] = rng.uniform(0.0, 0.5) * rng.uniform(0.8, 1.0, 3)
+    out.albedo_nir[frame] = rng.uniform(0.05, 0.6)
+    out.depth_ok[frame] = True
+    out.specular[lenses] = out.specular[lenses] + rng.uniform(0.15, 0.5)
+    out.shininess[lenses] = 60.0
+    edge = cv2.dilate(frame.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    out.normal[edge] = normals_from_z(out.z, res)[edge]
+    return out
+
+
 def attack_print(ident, rng, prof, res, dist, cut=False):
     cap = Capture.sample(rng, prof.max_yaw, prof.max_pitch, prof.crop_jitter)
     src = photo(ident, rng, res)
     vis, nir = printed(src, rng, prof.instrument("print", "carbon"), prof.instrument("print", "halftone"))
+    if not cut and chance(rng, prof, "print", "worn"):
+        return paper_mask(vis, nir, rng, prof, res, dist, cap)
     glossy = rng.random() < 0.3
     bent = rng.random() < prof.instrument("print", "bent")[0]
     z = sheet_z(res, rng, dist + rng.uniform(-0.04, 0.03), bend=rng.uniform(*prof.instrument("print", "bend")) * bent)
@@ -153,6 +193,23 @@ def attack_print(ident, rng, prof, res, dist, cut=False):
                                        & (y > cap.cy - 0.05)).astype(np.float32))
         mask = rect * (1 - holes)
     return sheet.over(person, mask), {"glossy": glossy}
+
+
+def paper_mask(vis: np.ndarray, nir: np.ndarray, rng, prof, res: int, dist: float, cap: Capture
+               ) -> tuple[Layer, dict]:
+    """The printed photo worn over an attacker's face: the paper follows the face, smoothed (it cannot follow the
+    eye sockets or the sides of the nose), with eye holes half of the time."""
+    person, reg = live(Identity.sample(rng), rng, prof, res, dist, cap)
+    cover = cv2.dilate((reg["face"] > 0.5).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(np.float32)
+    z = cv2.GaussianBlur(person.z, (0, 0), res / 20) - rng.uniform(0.002, 0.005)
+    sheet = Layer(z=z.astype(np.float32), albedo_rgb=vis, albedo_nir=nir,
+                  specular=np.full((res, res), 0.03, np.float32), shininess=np.full((res, res), 6.0, np.float32),
+                  emit_rgb=np.zeros((res, res, 3), np.float32), depth_ok=np.ones((res, res), bool),
+                  normal=normals_from_z(z, res))
+    holes = rng.random() < 0.5
+    if holes:
+        cover = cover * (1 - cv2.dilate((reg["eye"] > 0.2).astype(np.uint8), np.ones((3, 3), np.uint8)))
+    return sheet.over(person, cover), {"worn": True, "eye_holes": holes}
 
 
 def attack_replay(ident, rng, prof, res, dist):
@@ -194,7 +251,8 @@ def attack_mask(ident, rng, prof, res, dist, rigid: bool):
     wearer = Identity.sample(rng)
     person, preg = live(wearer, rng, prof, res, dist, cap)
     if rigid:
-        mould = Identity.generic(rng)
+        custom = chance(rng, prof, "mask_rigid", "custom")
+        mould = dataclasses.replace(ident) if custom else Identity.generic(rng)
         mould.hairline = -0.9
         flat_cap = Capture(**{**cap.__dict__, "smile": 0.2, "mouth_open": 0.0, "brow_raise": 0.3})
         mface, mreg = face_layer(mould, flat_cap, res, dist - 0.006, rng, fine=0.0, neck=False)
@@ -263,7 +321,9 @@ def build_scene(pai: str, ident: Identity, rng: np.random.Generator, prof: Domai
                 dist: float) -> tuple[Layer, dict]:
     """The scene in front of the cameras for one presentation of ``pai``."""
     if pai == "bonafide":
-        scene, _ = live(ident, rng, prof, res, dist)
+        scene, reg = live(ident, rng, prof, res, dist)
+        if chance(rng, prof, "bonafide", "glasses"):
+            return own_glasses(scene, reg, rng, res), {"glasses": True}
         return scene, {}
     if pai in ("print", "cut"):
         return attack_print(ident, rng, prof, res, dist, cut=pai == "cut")

@@ -24,14 +24,21 @@ from mfas.errors import ConfigError, did_you_mean
 #: from. A profile's ``instruments`` overrides any of them (the same species and key), so instruments can
 #: differ between capture set-ups as they do between datasets. docs/simfas.md explains each cue.
 INSTRUMENTS: dict[str, dict[str, tuple[float, float]]] = {
+    # probability that a bona fide subject wears their own glasses (clear lenses: real eyes behind them, the
+    # depth camera sees through the glass and returns the frame only)
+    "bonafide": {"glasses": (0.0, 0.0)},
     # toner absorbs NIR (carbon black), dye inks hardly at all; depth of the halftone screen; probability that
-    # the sheet is bent and how much (curvature round a vertical axis)
-    "print": {"carbon": (0.15, 0.6), "halftone": (0.06, 0.16), "bent": (0.4, 0.4), "bend": (0.1, 0.35)},
+    # the sheet is bent and how much (curvature round a vertical axis); probability that it is worn as a paper
+    # mask, draped over the attacker's face (the depth camera then sees a smoothed face, not a sheet)
+    "print": {"carbon": (0.15, 0.6), "halftone": (0.06, 0.16), "bent": (0.4, 0.4), "bend": (0.1, 0.35),
+              "worn": (0.0, 0.0)},
     # panel brightness; depth of the pixel-grid pattern (low-ppi monitors show it, phones hardly) and of the moire
     "replay": {"brightness": (0.6, 1.1), "grid": (0.05, 0.15), "moire": (0.04, 0.12)},
     # one resin of uniform NIR reflectance; probability of eye holes; how much of the painted features' darkness
-    # NIR sees (0: dye paints, 1: carbon-black paint)
-    "mask_rigid": {"nir_albedo": (0.4, 0.95), "eye_holes": (0.6, 0.6), "nir_paint": (0.0, 0.0)},
+    # NIR sees (0: dye paints, 1: carbon-black paint); probability that the mould was cast from the victim's own
+    # face (a 3D scan: the victim's relief instead of an average face)
+    "mask_rigid": {"nir_albedo": (0.4, 0.95), "eye_holes": (0.6, 0.6), "nir_paint": (0.0, 0.0),
+                   "custom": (0.0, 0.0)},
     # silicone reflects less NIR than skin (no sub-surface scattering through blood); it keeps part of the
     # real albedo; its edge (thickness in metres) shows as a seam against the wearer's skin
     "mask_flexible": {"nir_factor": (0.55, 0.75), "texture": (0.05, 0.09), "perfusion": (0.3, 0.6),
