@@ -188,7 +188,20 @@ _COMMON_LAST = [
     _option("workers", int, typer.Option(0, help="Decoding processes (0 = one per core, at most 8; at most 64).")),
     _option("strict", bool, typer.Option(False, help="Stop at the first bad input instead of skipping and "
                                                      "reporting it.")),
-    _option("overwrite", bool, typer.Option(False, help="Replace an existing store."))]
+    _option("overwrite", bool, typer.Option(False, help="Replace an existing store.")),
+    _option("detect", bool, typer.Option(False, "--detect", rich_help_panel="Face crop",
+                                         help="Find the face in each capture's RGB image (YuNet) and store a crop "
+                                              "around the largest one, cut the same way from depth and IR; captures "
+                                              "without a face are skipped with that reason. The crop policy is "
+                                              "recorded and applied again by predict.")),
+    _option("crop_scale", float, typer.Option(1.5, "--crop-scale", rich_help_panel="Face crop",
+                                              help="Crop side over the face box's longer side.")),
+    _option("crop_align", bool, typer.Option(False, "--crop-align", rich_help_panel="Face crop",
+                                             help="Rotate so that the eyes are level.")),
+    _option("crop_fit", str, typer.Option("pad", "--crop-fit", rich_help_panel="Face crop",
+                                          help="At the frame's edge: pad (zeros) or shift (move the crop inside).")),
+    _option("min_face", int, typer.Option(32, "--min-face", rich_help_panel="Face crop",
+                                          help="Ignore faces whose box is shorter than this (pixels)."))]
 
 
 def _adapter_command(adapter: Adapter) -> TyperCommand:
@@ -203,10 +216,19 @@ def _adapter_command(adapter: Adapter) -> TyperCommand:
                            typer.Option(None if absent else default, o.cli_flag, help=o.help,
                                         rich_help_panel=f"{adapter.name} options")))
 
-    def run(root: Path, out: Path, size: int, workers: int, strict: bool, overwrite: bool, **given) -> None:
+    def run(root: Path, out: Path, size: int, workers: int, strict: bool, overwrite: bool, detect: bool,
+            crop_scale: float, crop_align: bool, crop_fit: str, min_face: int, **given) -> None:
         import os
 
         from mfas.data.prepare import prepare
+        from mfas.errors import ConfigError
+
+        crop = {"scale": crop_scale, "align": crop_align, "fit": crop_fit, "min_face": min_face} if detect else None
+        if not detect:
+            changed = [f for f, v, d in (("--crop-scale", crop_scale, 1.5), ("--crop-align", crop_align, False),
+                                         ("--crop-fit", crop_fit, "pad"), ("--min-face", min_face, 32)) if v != d]
+            if changed:
+                raise ConfigError(f"{', '.join(changed)}: face-crop settings apply with --detect only")
 
         options = {}
         for o in adapter.options:
@@ -224,7 +246,7 @@ def _adapter_command(adapter: Adapter) -> TyperCommand:
                 bar.update(task, completed=done, total=total)
 
             report = prepare(adapter.name, root, out, size=size, workers=n_workers, strict=strict,
-                             overwrite=overwrite, progress=tick, **options)
+                             overwrite=overwrite, progress=tick, crop=crop, **options)
         print_prepare(report)
 
     run.__signature__ = inspect.Signature([*_COMMON_FIRST, *own, *_COMMON_LAST])

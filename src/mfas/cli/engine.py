@@ -118,8 +118,16 @@ def predict_cmd(bundle: Path = typer.Argument(..., help="Run folder or bundle (m
                 allow_missing: bool = typer.Option(
                     False, "--allow-missing",
                     help="Folder input: score names that lack a modality with the ones they have (only for models "
-                         "that support missing modalities; otherwise such names are an error).")) -> None:
-    """Score new captures: one presentation (--rgb/--depth/--ir) or folders (--rgb-dir ...) into a CSV."""
+                         "that support missing modalities; otherwise such names are an error)."),
+                all_faces: bool = typer.Option(
+                    False, "--all-faces",
+                    help="Score every face found (models with a crop policy); by default the largest.")) -> None:
+    """Score new captures: one presentation (--rgb/--depth/--ir) or folders (--rgb-dir ...) into a CSV.
+
+    A model trained on a store prepared with --detect finds the face in RGB and crops it (from depth and IR too)
+    as its training data was cropped; a frame without a face gives the decision no_face."""
+    from rich.markup import escape
+
     import mfas
     from mfas.engine.io import check_output_file
     from mfas.engine.predict import match_folders, predict_folders, write_predictions
@@ -138,22 +146,31 @@ def predict_cmd(bundle: Path = typer.Argument(..., help="Run folder or bundle (m
             if given:
                 raise ConfigError(f"{flag} is for folder input (--rgb-dir ...); a single presentation is printed")
         p = mfas.load(bundle)
-        r = p.predict(**images)
-        console.print(f"score {r.score:.4f} -> [bold]{r.decision}[/] (threshold {r.threshold:.4f}, policy "
-                      f"{r.policy}; modalities used: {', '.join(r.modalities)})")
+        for r in p.predict_all(**images, largest_only=not all_faces):
+            where = "" if r.face is None else " face at x={:.0f} y={:.0f} {:.0f}x{:.0f}:".format(*r.face.box)
+            if r.score is None:
+                console.print(f"[bold]no_face[/]: no face found in the RGB image (crop policy: YuNet score >= "
+                              f"{p.crop.score_threshold}, box >= {p.crop.min_face} px)")
+                continue
+            console.print(f"{escape(where)} score {r.score:.4f} -> [bold]{r.decision}[/] (threshold "
+                          f"{r.threshold:.4f}, policy {escape(r.policy)}; modalities used: "
+                          f"{', '.join(r.modalities)})".lstrip())
         return
     out = check_output_file(out if out is not None else Path("predictions.csv"), "--out", overwrite)
     inputs, skipped = match_folders(dirs, out)
     p = mfas.load(bundle)
-    rows = predict_folders(p, inputs, dirs, allow_missing)
+    rows = predict_folders(p, inputs, dirs, allow_missing, all_faces)
     write_predictions(out, rows)
-    bad = [r for r in rows if r[4]]
+    bad = [r for r in rows if r[5]]
     if len(bad) == len(rows):
         raise DataError(out, f"none of the {len(rows)} presentations could be scored (first: {bad[0][0]}: "
-                             f"{bad[0][4]}); every error is listed in this CSV")
+                             f"{bad[0][5]}); every error is listed in this CSV")
     console.print(f"wrote {len(rows)} predictions to [bold]{out}[/] ({len(bad)} with errors, listed in the CSV)")
+    no_face = sum(r[2] == "no_face" for r in rows)
+    if no_face:
+        console.print(f"{no_face} presentations without a face (decision no_face)")
     for r in bad[:5]:
-        console.print(f"  {r[0]}: {r[4]}", highlight=False, markup=False)
+        console.print(f"  {r[0]}: {r[5]}", highlight=False, markup=False)
     if skipped:
         names = ", ".join(str(f) for f in skipped[:3]) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
         console.print(f"skipped {len(skipped)} files that are not images: {names}", highlight=False, markup=False)

@@ -98,6 +98,7 @@ class ImageHeader:
     height: int
     channels: int | None  # None when only decoding can tell (palette BMP)
     bits: int  # bits per channel (sample precision)
+    orientation: int = 1  # EXIF orientation of a JPEG (1: as stored; 6: rotate 90 clockwise to view, ...)
 
 
 class _Short(Exception):
@@ -125,8 +126,35 @@ def _png(d: memoryview) -> ImageHeader:
     return ImageHeader("PNG", w, h, _PNG_CHANNELS[colour], max(bits, 8) if colour != 3 else 8)
 
 
+def _exif_orientation(d: memoryview, start: int, end: int) -> int:
+    """The orientation tag (0x0112) of IFD0 in an APP1 ``Exif`` segment's bytes ``d[start:end]``; 1 when absent
+    or unreadable (a broken EXIF block is not a broken image)."""
+    try:
+        if bytes(d[start:start + 6]) != b"Exif\x00\x00":
+            return 1
+        t = start + 6
+        order = bytes(d[t:t + 2])
+        if order not in (b"II", b"MM"):
+            return 1
+        e = "<" if order == b"II" else ">"
+        (ifd,) = _u(e + "I", d, t + 4)
+        (n,) = _u(e + "H", d, t + ifd)
+        for k in range(min(n, 512)):
+            at = t + ifd + 2 + 12 * k
+            if at + 12 > end:
+                return 1
+            tag, kind, _count = _u(e + "HHI", d, at)
+            if tag == 0x0112 and kind == 3:
+                (v,) = _u(e + "H", d, at + 8)
+                return v if 1 <= v <= 8 else 1
+    except _Short:
+        return 1
+    return 1
+
+
 def _jpeg(d: memoryview) -> ImageHeader:
     i = 2
+    orientation = 1
     while True:
         if _u("B", d, i)[0] != 0xFF:
             raise ValueError(f"expected a marker at byte {i}")
@@ -141,11 +169,13 @@ def _jpeg(d: memoryview) -> ImageHeader:
         (length,) = _u(">H", d, i)
         if length < 2:
             raise ValueError(f"segment of length {length} at byte {i}")
+        if marker == 0xE1 and orientation == 1:
+            orientation = _exif_orientation(d, i + 2, min(i + length, len(d)))
         if marker in _JPEG_SOF:
             bits, h, w, comps = _u(">BHHB", d, i + 2)
             if h == 0:
                 raise ValueError("the height is given after the image data (DNL), which is not supported")
-            return ImageHeader("JPEG", w, h, comps, bits)
+            return ImageHeader("JPEG", w, h, comps, bits, orientation)
         i += length
 
 
@@ -282,7 +312,21 @@ def decode_image(raw: bytes | np.ndarray, where: object = "<bytes>") -> np.ndarr
     if img.dtype != np.uint8:
         raise DataError(where, f"expected an 8-bit image, got {img.dtype}; convert it in the adapter")
     check_size(img.shape[1], img.shape[0], where)
-    return img
+    return upright(img, head.orientation)
+
+
+#: EXIF orientation -> the steps that show the stored pixels upright: transpose first, then flips
+_UPRIGHT = {1: (False, None), 2: (False, 1), 3: (False, -1), 4: (False, 0), 5: (True, None), 6: (True, 1),
+            7: (True, -1), 8: (True, 0)}
+
+
+def upright(img: np.ndarray, orientation: int) -> np.ndarray:
+    """``img`` as a viewer shows it: phone cameras store portraits sideways with an EXIF orientation tag, and a
+    face detector (or a model) given the stored pixels would see the face on its side."""
+    transpose, flip = _UPRIGHT.get(orientation, (False, None))
+    if transpose:
+        img = np.ascontiguousarray(np.swapaxes(img, 0, 1))
+    return img if flip is None else cv2.flip(img, flip)
 
 
 def read_image(path: str | Path, modality: str) -> np.ndarray:
@@ -345,6 +389,10 @@ def conform(img: np.ndarray, modality: str, where: object = "<array>") -> np.nda
     if want != have:
         raise DataError(where, f"{modality}: wrong channel count: expected {want}, got {have}")
     return np.ascontiguousarray(img)
+
+
+#: how stores resize (``fit_size``), as recorded in their provenance and in bundles
+RESIZE = "cv2 INTER_AREA when shrinking, INTER_LINEAR otherwise"
 
 
 def fit_size(img: np.ndarray, size: tuple[int, int], resize: bool, where: object, modality: str) -> np.ndarray:

@@ -267,8 +267,11 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
         raise DataError(p, f"cannot be read ({_first_line(e)})") from None
 
 
-def save_bundle(run_dir: str | Path, model: PadModel, extra: dict) -> Path:
-    """Write ``model.safetensors`` and ``model.json`` (architecture, preprocessing, threshold, ...)."""
+def save_bundle(run_dir: str | Path, model: PadModel, extra: dict, capture: dict | None = None) -> Path:
+    """Write ``model.safetensors`` and ``model.json`` (architecture, preprocessing, threshold, ...).
+
+    ``capture``: how the training images were made from captures (:func:`capture_preprocessing`), merged into
+    ``preprocessing`` so that prediction prepares new captures the same way."""
     d = Path(run_dir)
     d.mkdir(parents=True, exist_ok=True)
     weights = save_weights(d / "model.safetensors", model.state_dict(), {"format": BUNDLE_FORMAT})
@@ -276,7 +279,7 @@ def save_bundle(run_dir: str | Path, model: PadModel, extra: dict) -> Path:
 
     meta = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "mfas_version": __version__,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "model": model.config, "preprocessing": model.preprocessing(),
+            "model": model.config, "preprocessing": {**model.preprocessing(), **(capture or {})},
             "supports_missing": bool(model.supports_missing),
             "label_convention": "label 1 = bona fide; score = P(bona fide); accept when score >= threshold",
             "weights_sha256": _sha256(weights), **extra}
@@ -309,6 +312,22 @@ class _Preprocessing(_Part):
     input_size: Annotated[list[_Side], Field(min_length=2, max_length=2)]
     modalities: Annotated[list[str], Field(min_length=1, max_length=len(MODALITIES))]
     norm: dict[str, _Norm]
+    # how training images were made from captures (absent in bundles written before they were recorded)
+    store_size: Annotated[list[_Side], Field(min_length=2, max_length=2)] | None = None
+    resize: Annotated[str, Field(max_length=200)] | None = None
+    crop: dict[str, Any] | None = None
+
+    @field_validator("crop")
+    @classmethod
+    def _crop_policy(cls, v: dict | None) -> dict | None:
+        if v is not None:
+            from mfas.data.faces import CropPolicy
+
+            try:
+                CropPolicy.from_dict(v, where="crop")
+            except ConfigError as e:
+                raise ValueError(str(e)) from None
+        return v
 
     @field_validator("modalities")
     @classmethod

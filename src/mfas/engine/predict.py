@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from mfas.conventions import MODALITIES, MODALITY_CHANNELS
-from mfas.data.images import conform, max_pixels, read_image
+from mfas.data.faces import CropPolicy, Face, FaceDetector
+from mfas.data.images import conform, fit_size, max_pixels, read_image
 from mfas.data.transforms import eval_transform
 from mfas.engine.io import load_bundle
 from mfas.errors import ConfigError, DataError, MfasError
@@ -17,15 +18,20 @@ from mfas.errors import ConfigError, DataError, MfasError
 
 @dataclass(frozen=True)
 class Prediction:
-    score: float  # P(bona fide)
-    decision: str  # "bonafide" or "attack" at the bundle's threshold
+    score: float | None  # P(bona fide); None when no face was found
+    decision: str  # "bonafide" or "attack" at the bundle's threshold, or "no_face"
     threshold: float
     policy: str  # how the threshold was chosen
     modalities: tuple[str, ...]  # the modalities that were used
+    face: Face | None = None  # the face that was scored (bundles with a crop policy), in the frame's pixels
 
     @property
     def is_bonafide(self) -> bool:
         return self.decision == "bonafide"
+
+    def as_dict(self) -> dict:
+        return {"score": self.score, "decision": self.decision, "threshold": self.threshold, "policy": self.policy,
+                "modalities": list(self.modalities), "face": None if self.face is None else self.face.as_dict()}
 
 
 class Predictor:
@@ -49,23 +55,14 @@ class Predictor:
         self.threshold = float(self.meta["threshold"]["value"])
         self.policy = str(self.meta["threshold"]["policy"])
         self.supports_missing = bool(self.meta["supports_missing"])
+        # how the training images were made from captures: crop around the face, then the store's resize
+        self.store_size = tuple(pre["store_size"]) if pre.get("store_size") else None
+        self.crop = CropPolicy.from_dict(pre["crop"], where="model.json: preprocessing.crop") \
+            if pre.get("crop") else None
+        self.detector = FaceDetector(self.crop) if self.crop is not None else None
 
-    def _load(self, m: str, image: object) -> torch.Tensor:
-        """uint8 C x H x W tensor of one modality, checked like store inputs."""
-        if isinstance(image, str | Path):
-            img = read_image(image, m)
-        else:
-            arr = np.asarray(image)
-            if arr.ndim >= 2 and arr.shape[0] * arr.shape[1] > max_pixels():
-                raise DataError(f"{m} array", f"image of {arr.shape[1]}x{arr.shape[0]} exceeds the limit of "
-                                              f"{max_pixels():,} pixels")
-            img = conform(arr, m, f"{m} array")
-        t = torch.from_numpy(np.array(img, copy=True))
-        return t.permute(2, 0, 1) if t.ndim == 3 else t[None]
-
-    @torch.no_grad()
-    def predict(self, rgb: object = None, depth: object = None, ir: object = None) -> Prediction:
-        """Score one presentation. Images: file paths or uint8 arrays (RGB order, H x W x 3 / H x W)."""
+    def _inputs(self, rgb: object, depth: object, ir: object) -> dict[str, np.ndarray]:
+        """The given images of the model's modalities as checked uint8 arrays of one size."""
         given = {"rgb": rgb, "depth": depth, "ir": ir}
         used = tuple(m for m in MODALITIES if given[m] is not None and m in self.modalities)
         if not used:
@@ -76,20 +73,74 @@ class Predictor:
         absent = [m for m in self.modalities if m not in used]
         if absent and not self.supports_missing:
             raise MfasError(f"this model needs {', '.join(self.modalities)}; missing: {', '.join(absent)}")
-        shapes = {m: self._load(m, given[m]) for m in used}
-        sizes = {tuple(t.shape[-2:]) for t in shapes.values()}
+        arrays = {m: self._load(m, given[m]) for m in used}
+        sizes = {a.shape[:2] for a in arrays.values()}
         if len(sizes) > 1:
-            sizes_txt = ", ".join(f"{m} {tuple(t.shape[-2:])}" for m, t in shapes.items())
+            sizes_txt = ", ".join(f"{m} {a.shape[1]}x{a.shape[0]}" for m, a in arrays.items())
             raise MfasError(f"the modalities differ in size ({sizes_txt}); give pixel-aligned images of one size")
-        h, w = next(iter(sizes))
-        item: dict = {m: shapes.get(m, torch.zeros(MODALITY_CHANNELS[m], h, w, dtype=torch.uint8)) for m in MODALITIES}
-        item["present"] = torch.tensor([m in used for m in MODALITIES])
+        return arrays
+
+    def _load(self, m: str, image: object) -> np.ndarray:
+        """One modality as a uint8 H x W x 3 (rgb) or H x W array, checked like store inputs."""
+        if isinstance(image, str | Path):
+            return read_image(image, m)
+        arr = np.asarray(image)
+        if arr.ndim >= 2 and arr.shape[0] * arr.shape[1] > max_pixels():
+            raise DataError(f"{m} array", f"image of {arr.shape[1]}x{arr.shape[0]} exceeds the limit of "
+                                          f"{max_pixels():,} pixels")
+        return conform(arr, m, f"{m} array")
+
+    def faces(self, rgb: object) -> list[Face]:
+        """The faces the bundle's crop policy finds in an RGB frame (path or array), largest first."""
+        if self.detector is None:
+            raise MfasError("this model has no crop policy (it was trained on a store prepared without --detect): "
+                            "it scores whole images as given")
+        return self.detector.detect(self._load("rgb", rgb))
+
+    @torch.no_grad()
+    def _score(self, arrays: dict[str, np.ndarray]) -> float:
+        """P(bona fide) of one prepared capture (arrays at the stored size)."""
+        h, w = next(iter(arrays.values())).shape[:2]
+        item: dict = {m: torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1) if a.ndim == 3
+                      else torch.from_numpy(np.ascontiguousarray(a))[None] for m, a in arrays.items()}
+        item = {m: item.get(m, torch.zeros(MODALITY_CHANNELS[m], h, w, dtype=torch.uint8)) for m in MODALITIES}
+        item["present"] = torch.tensor([m in arrays for m in MODALITIES])
         # the evaluation transform of the engine, so a prediction equals the run's own scores
         item = self.transform(item)
         batch = {k: (v[None].to(self.device) if torch.is_tensor(v) else v) for k, v in item.items()}
-        score = float(self.model(batch).score[0])
+        return float(self.model(batch).score[0])
+
+    def _decide(self, arrays: dict[str, np.ndarray], face: Face | None) -> Prediction:
+        if face is not None:
+            arrays = self.crop.crop(arrays, face)
+        if self.store_size is not None:  # as the store resized its images, so a file scores as its stored sample
+            arrays = {m: fit_size(a, self.store_size, True, m, m) for m, a in arrays.items()}
+        score = self._score(arrays)
         return Prediction(score=score, decision="bonafide" if score >= self.threshold else "attack",
-                          threshold=self.threshold, policy=self.policy, modalities=used)
+                          threshold=self.threshold, policy=self.policy, modalities=tuple(arrays), face=face)
+
+    def predict(self, rgb: object = None, depth: object = None, ir: object = None) -> Prediction:
+        """Score one presentation. Images: file paths or uint8 arrays (RGB order, H x W x 3 / H x W), pixel-aligned.
+
+        With a crop policy in the bundle the face is found in RGB and the largest one is cropped from every
+        modality as the training data was; no face gives ``decision == "no_face"`` (and no score)."""
+        results = self.predict_all(rgb=rgb, depth=depth, ir=ir, largest_only=True)
+        return results[0]
+
+    def predict_all(self, rgb: object = None, depth: object = None, ir: object = None,
+                    largest_only: bool = False) -> list[Prediction]:
+        """Score every face of the frame (largest first); one ``no_face`` result when there is none. Without a
+        crop policy the whole images are one presentation."""
+        arrays = self._inputs(rgb, depth, ir)
+        if self.crop is None:
+            return [self._decide(arrays, None)]
+        if "rgb" not in arrays:
+            raise MfasError("this model crops around the face it finds in RGB (its crop policy); give an RGB image")
+        faces = self.detector.detect(arrays["rgb"])
+        if not faces:
+            return [Prediction(score=None, decision="no_face", threshold=self.threshold, policy=self.policy,
+                               modalities=tuple(arrays))]
+        return [self._decide(arrays, f) for f in (faces[:1] if largest_only else faces)]
 
 
 def load(path: str | Path, device: str = "cpu") -> Predictor:
@@ -147,8 +198,10 @@ def match_folders(dirs: dict[str, Path], out: Path | None = None) -> tuple[dict[
 
 
 def predict_folders(p: Predictor, inputs: dict[str, dict[str, Path]], dirs: dict[str, Path],
-                    allow_missing: bool = False) -> list[list[str]]:
-    """Score every presentation of :func:`match_folders`: rows ``name, score, decision, modalities, error``.
+                    allow_missing: bool = False, all_faces: bool = False) -> list[list[str]]:
+    """Score every presentation of :func:`match_folders`: rows ``name, score, decision, modalities, face, error``
+    (``face``: the scored face's box ``x y w h`` for bundles with a crop policy; with ``all_faces`` one row per
+    face, named ``name#k``).
 
     Checked first: every folder is of a modality the model uses, and every name has every modality the model
     takes; names that lack one are scored with what they have only with ``allow_missing``, and only when the
@@ -175,16 +228,20 @@ def predict_folders(p: Predictor, inputs: dict[str, dict[str, Path]], dirs: dict
     rows = []
     for name, files in inputs.items():
         try:
-            r = p.predict(**files)
-            rows.append([name, f"{r.score:.6f}", r.decision, "+".join(r.modalities), ""])
+            results = p.predict_all(**files, largest_only=not all_faces)
         except MfasError as e:
-            rows.append([name, "", "", "+".join(m for m in MODALITIES if m in files), str(e)])
+            rows.append([name, "", "", "+".join(m for m in MODALITIES if m in files), "", str(e)])
+            continue
+        for k, r in enumerate(results):
+            box = "" if r.face is None else " ".join(f"{v:.1f}" for v in r.face.box)
+            rows.append([f"{name}#{k}" if len(results) > 1 else name, "" if r.score is None else f"{r.score:.6f}",
+                         r.decision, "+".join(r.modalities), box, ""])
     return rows
 
 
 def write_predictions(out: Path, rows: list[list[str]]) -> Path:
-    """``out`` as a CSV (``name, score, decision, modalities, error``), written atomically: a failure leaves any
-    earlier file as it was."""
+    """``out`` as a CSV (``name, score, decision, modalities, face, error``), written atomically: a failure leaves
+    any earlier file as it was."""
     import csv
     import io
 
@@ -192,7 +249,7 @@ def write_predictions(out: Path, rows: list[list[str]]) -> Path:
 
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["name", "score", "decision", "modalities", "error"])
+    w.writerow(["name", "score", "decision", "modalities", "face", "error"])
     w.writerows(rows)
     try:
         atomic_write_text(out, buf.getvalue())

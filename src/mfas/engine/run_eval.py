@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import lightning as L
@@ -45,11 +46,31 @@ def evaluate_into(trainer: L.Trainer, model: PadModel, dm: PadDataModule, protoc
         threshold = bundle_threshold(cfg.eval.bundle_policy, val)
         save_bundle(out_dir, model, {"threshold": threshold, "selection": selection,
                                      "protocol": protocol.model_dump(mode="json"), "seed": cfg.seed,
-                                     "metrics": summary(metrics), **(bundle_extra or {})})
+                                     "metrics": summary(metrics), **(bundle_extra or {})},
+                    capture=capture_preprocessing(protocol, dm.stores))
     from mfas.engine.report import write_report
 
     write_report([out_dir], out_dir)
     return metrics
+
+
+def capture_preprocessing(protocol: Protocol, stores) -> dict:
+    """How the training stores made their images from captures: ``store_size`` and ``resize`` (prediction resizes
+    a new capture to the stored size first, as the store did, so a file scores as its stored sample does) and
+    ``crop`` (the face-crop policy of stores prepared with ``--detect``). Empty when the training stores
+    disagree: no single way of preparing a capture would then match them."""
+    from mfas.data.images import RESIZE
+
+    seen = set()
+    for key in dict.fromkeys(ref.store for ref in protocol.train):
+        store = stores.get(key)
+        pre = (store.meta.get("provenance") or {}).get("preprocessing") or {}
+        crop = pre.get("crop") if isinstance(pre, dict) else None
+        seen.add((tuple(store.image_size), json.dumps(crop, sort_keys=True)))
+    if len(seen) != 1:
+        return {}
+    size, crop = next(iter(seen))
+    return {"store_size": list(size), "resize": RESIZE, "crop": json.loads(crop)}
 
 
 def bundle_threshold(policy: str, val: dict | None) -> dict:

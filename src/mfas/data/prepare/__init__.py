@@ -12,11 +12,12 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from numbers import Integral
 from pathlib import Path
 
-from mfas.data.images import MIN_SIDE, describe_missing
+from mfas.data.faces import CropPolicy
+from mfas.data.images import MIN_SIDE, RESIZE, describe_missing
 from mfas.data.prepare.core import FramePolicy, Item, PrepareReport, Skip, build
 from mfas.data.prepare.registry import (
     ADAPTERS,
@@ -44,15 +45,23 @@ for _module in pkgutil.iter_modules(__path__):  # each adapter module registers 
 
 def prepare(dataset: str, root: str | Path, out: str | Path, size: int = 224, workers: int = 1,
             strict: bool = False, overwrite: bool = False, progress: Callable[[int, int], None] | None = None,
-            **options) -> PrepareReport:
+            crop: CropPolicy | Mapping | None = None, **options) -> PrepareReport:
     """Build the store ``out`` from dataset ``dataset`` under ``root``; ``options`` go to the adapter
-    (see each adapter's ``options``). Raises ConfigError for an unknown adapter or option."""
+    (see each adapter's ``options``). Raises ConfigError for an unknown adapter or option.
+
+    ``crop``: a :class:`~mfas.data.faces.CropPolicy` (or its settings; its size is the store's): detect the face
+    in each capture's RGB image and store the crop; captures without a face are skipped with that reason. The
+    policy is recorded in ``store.json`` (``provenance.preprocessing.crop``) and from there in every bundle
+    trained on the store, so prediction crops new frames the same way."""
     adapter = get_adapter(dataset)
     root = Path(root)
     if not root.is_dir():
         why = "is a file, not a folder" if root.exists() else describe_missing(root)
         raise ConfigError(f"--root {root}: no such folder" + ("" if why == "does not exist" else f" (it {why})"))
     _check_common(root, Path(out), size, workers)
+    if crop is not None:
+        settings = crop.as_dict() if isinstance(crop, CropPolicy) else dict(crop)
+        crop = CropPolicy.from_dict({**settings, "size": size}, where="--detect")
     values = adapter.validate(options)
     plan = list(adapter.plan(root, values))
     items = [p for p in plan if isinstance(p, Item)]
@@ -60,8 +69,9 @@ def prepare(dataset: str, root: str | Path, out: str | Path, size: int = 224, wo
                   "options": {k: [str(x) for x in v] if isinstance(v, list | tuple) else str(v)
                               for k, v in options.items()},
                   "inputs": adapter.inputs(values),
-                  "preprocessing": {"size": size, "resize": "cv2 INTER_AREA when shrinking, INTER_LINEAR otherwise",
-                                    "black_border_crop": sorted({it.domain for it in items if it.crop_border})}}
+                  "preprocessing": {"size": size, "resize": RESIZE,
+                                    "black_border_crop": sorted({it.domain for it in items if it.crop_border}),
+                                    "crop": None if crop is None else crop.as_dict()}}
     by_source = defaultdict(set)
     for it in items:
         first = it.sources.get("rgb") or next(iter(it.sources.values()))
@@ -72,7 +82,7 @@ def prepare(dataset: str, root: str | Path, out: str | Path, size: int = 224, wo
         provenance["in_several_splits_count"] = len(shared)
     provenance.update(adapter.provenance(values))
     return build(plan, out, size=size, modalities=adapter.modalities(values), workers=workers, strict=strict,
-                 overwrite=overwrite, provenance=provenance, progress=progress)
+                 overwrite=overwrite, provenance=provenance, progress=progress, crop=crop)
 
 
 def _check_common(root: Path, out: Path, size: object, workers: object) -> None:

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from mfas.conventions import MODALITIES
+from mfas.data.faces import CropPolicy, detector_for, largest_face_crop
 from mfas.data.images import conform, fit_size, read_image
 from mfas.data.schema import Sample
 from mfas.data.store import BuildReport, StoreWriter, check_free_space
@@ -206,9 +207,10 @@ def crop_black_border(img: np.ndarray, level: int = 8) -> np.ndarray:
     return img[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
 
 
-def decode(item: Item, size: tuple[int, int]) -> dict[str, np.ndarray]:
-    """Every modality of ``item`` as uint8 at ``size``; raises DataError naming the file."""
-    out, shapes = {}, {}
+def decode(item: Item, size: tuple[int, int], crop: CropPolicy | None = None) -> dict[str, np.ndarray]:
+    """Every modality of ``item`` as uint8 at ``size``; raises DataError naming the file. With a ``crop`` policy,
+    the face is found in RGB and the same crop is cut from every modality (which must then be pixel-aligned)."""
+    out, shapes, wheres = {}, {}, {}
     for m, src in item.sources.items():
         if isinstance(src, tuple):
             name, *args = src
@@ -217,30 +219,37 @@ def decode(item: Item, size: tuple[int, int]) -> dict[str, np.ndarray]:
         else:
             where = src
             img = read_image(src, m)
-        shapes[m] = img.shape[:2]
-        if item.same_size and len(set(shapes.values())) > 1:  # checked as soon as one differs
+        shapes[m], wheres[m] = img.shape[:2], where
+        if (item.same_size or crop is not None) and len(set(shapes.values())) > 1:  # checked as soon as one differs
             sizes = ", ".join(f"{k} {w}x{h}" for k, (h, w) in shapes.items())
+            if crop is not None:
+                raise DataError(where, f"modalities differ in size ({sizes}): the face box found in RGB cannot be "
+                                       "cut from the others; --detect needs pixel-aligned captures")
             raise DataError(where, f"modalities differ in size ({sizes}): resizing each on its own would store "
                                    "them as if pixel-aligned; align them first, or pass --allow-unaligned "
                                    "(allow_unaligned=True) to resize each anyway")
         if item.crop_border:
             img = crop_black_border(img)
-        out[m] = fit_size(img, size, True, where, m)  # one full-size image in memory at a time
+        # without a crop, one full-size image in memory at a time; with one, the capture's until the face is found
+        out[m] = img if crop is not None else fit_size(img, size, True, where, m)
+    if crop is not None:
+        out, _ = largest_face_crop(out, crop, wheres.get("rgb", item.sample_id), detector_for(crop))
+        out = {m: fit_size(a, size, True, wheres[m], m) for m, a in out.items()}
     return out
 
 
-def _job(args: tuple[Item, tuple[int, int]]) -> tuple[dict | None, tuple[str, str] | None]:
-    item, size = args
+def _job(args: tuple[Item, tuple[int, int], CropPolicy | None]) -> tuple[dict | None, tuple[str, str] | None]:
+    item, size, crop = args
     try:
-        return decode(item, size), None
+        return decode(item, size, crop), None
     except DataError as e:
         return None, (str(e.path), e.reason)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:  # h5py / numpy on a broken container
         return None, (str(next(iter(item.sources.values()), item.sample_id)), f"cannot read: {e}")
 
 
-def _decoded(items: Sequence[Item], size: tuple[int, int], workers: int) -> Iterator:
-    jobs = [(it, size) for it in items]
+def _decoded(items: Sequence[Item], size: tuple[int, int], workers: int, crop: CropPolicy | None = None) -> Iterator:
+    jobs = [(it, size, crop) for it in items]
     if workers <= 1:
         yield from map(_job, jobs)
         return
@@ -281,14 +290,18 @@ def count_rows(items: Iterable[Item]) -> dict:
 def build(plan: Iterable[Item | Skip], out: str | Path, size: int | tuple[int, int] = 224,
           modalities: Sequence[str] = MODALITIES, workers: int = 1, strict: bool = False,
           overwrite: bool = False, provenance: dict | None = None,
-          progress: Callable[[int, int], None] | None = None) -> PrepareReport:
+          progress: Callable[[int, int], None] | None = None, crop: CropPolicy | None = None) -> PrepareReport:
     """Decode the planned items and write the store at ``out``.
 
     ``strict`` stops at the first bad input (a DataError naming the file); otherwise every bad input is
     recorded in the store's ``skipped.csv`` with its reason, and counted in ``store.json``.
-    ``progress(done, total)`` is called as samples are written.
+    ``progress(done, total)`` is called as samples are written. ``crop``: find the face in RGB and store the
+    crop this policy cuts (its ``size`` must be the store's); a capture without a face is skipped with that reason.
     """
     hw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if crop is not None and (crop.size, crop.size) != hw:
+        raise ConfigError(f"the crop policy cuts {crop.size}x{crop.size} crops, but the store holds {hw[1]}x{hw[0]} "
+                          "images: give the policy the store's size")
     items, skips = [], []
     for p in plan:
         (items if isinstance(p, Item) else skips).append(p)
@@ -310,7 +323,7 @@ def build(plan: Iterable[Item | Skip], out: str | Path, size: int | tuple[int, i
         for s in skips:
             w.skip(s.sample_id, s.where, s.reason)
         kept: list[Item] = []
-        for k, (it, (arrays, err)) in enumerate(zip(items, _decoded(items, hw, workers), strict=True)):
+        for k, (it, (arrays, err)) in enumerate(zip(items, _decoded(items, hw, workers, crop), strict=True)):
             if err is not None:
                 if strict:
                     raise DataError(*err)
