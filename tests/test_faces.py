@@ -264,3 +264,27 @@ def test_predict_cli_reports_no_face_and_all_faces(face_run, frames: Path, tmp_p
     rows = (tmp_path / "p.csv").read_text().splitlines()
     assert rows[0] == "name,score,decision,modalities,face,error"
     assert rows[1].startswith("blank,,no_face,rgb,,") and re.match(r"pair,0\.\d+,\w+,rgb,[\d. ]+,$", rows[2])
+
+
+def test_evaluate_a_test_only_store_with_a_protocol_file(face_run, frames: Path, tmp_path: Path):
+    """Own data kept for testing: a store with only a test split, a protocol file that names it, and labels
+    such as ``field:test`` that rich must not print as an emoji."""
+    from mfas.data.prepare import prepare
+
+    run, _ = face_run
+    prepare("folder", frames / "test", tmp_path / "field", size=48, modalities=("rgb",), split="test", workers=1,
+            crop={"scale": 1.4})
+    proto = tmp_path / "field.yaml"
+    proto.write_text("protocols:\n  - name: mine/field\n    train: [field:train]\n    tests:\n"
+                     "      - name: field\n        parts: [field:test]\n")
+    r = CliRunner().invoke(app, ["evaluate", str(run), "--protocol-file", str(proto), "--store",
+                                 f"field={tmp_path / 'field'}", "--out", str(tmp_path / "ev")])
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["tests"]["field"]["n"] == 9
+    # an error naming the data reference field:train shows it verbatim (rich once printed ":train:" as an emoji)
+    proto.write_text("protocols:\n  - name: mine/field2\n    train: [field:train]\n    tests:\n"
+                     "      - name: field\n        parts: [field:train]\n")
+    r = CliRunner().invoke(app, ["evaluate", str(run), "--protocol-file", str(proto), "--store",
+                                 f"field={tmp_path / 'field'}", "--out", str(tmp_path / "ev2")])
+    assert r.exit_code == 2 and "field:train: no samples" in r.output, r.output

@@ -14,8 +14,9 @@ from rich.table import Table
 
 from mfas.errors import MfasError
 
-console = Console()
-err_console = Console(stderr=True)
+# no emoji codes: rich would print a data reference such as "crops:train:" as a train emoji
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
 
 
 def friendly_errors(fn: Callable) -> Callable:

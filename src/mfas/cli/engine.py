@@ -57,6 +57,10 @@ def _print_summary(path: Path) -> None:
 @friendly_errors
 def evaluate_cmd(run: Path = typer.Argument(..., help="A trained run folder."),
                  protocol: str = typer.Option(None, "--protocol", "-p", help="Protocol (default: the run's)."),
+                 protocol_file: Path = typer.Option(
+                     None, "--protocol-file",
+                     help="YAML file of protocols (docs/protocols.md); its only protocol is used unless --protocol "
+                          "names one. The stores need no train split."),
                  modalities: str = typer.Option(None, "--modalities", "-m",
                                                 help="Test-time modalities, e.g. rgb,depth."),
                  store: list[str] = STORE,
@@ -75,7 +79,7 @@ def evaluate_cmd(run: Path = typer.Argument(..., help="A trained run folder."),
     except ValueError as e:
         raise ConfigError(f"--modalities {modalities!r}: {e}") from None
     dev = int(devices) if devices and devices.isdigit() else devices
-    path = evaluate_run(run, protocol, mods, parse_store_args(store), dev, strategy, out)
+    path = evaluate_run(run, protocol, mods, parse_store_args(store), dev, strategy, out, protocol_file)
     console.print(f"evaluation written to [bold]{path}[/]")
     _print_summary(path / "metrics.json")
 

@@ -154,6 +154,14 @@ class PadDataModule(L.LightningDataModule):
         self._train_ds: Seeded | None = None
 
     def setup(self, stage: str | None = None) -> None:
+        """Open the protocol's data. ``stage="evaluate"``: the selection and test data only, so a store that
+        holds no train split (data of one's own, kept for testing) can be scored."""
+        if stage == "evaluate" and self.train is None and self.select is None:
+            eval_only = self.protocol.model_copy(update={"train": ()})
+            self.stores.check(eval_only)
+            self.select = build_part(self.protocol.select, self.stores, self.modalities) \
+                if self.protocol.select else None
+            return
         if self.train is None:
             self.stores.check(self.protocol)
             self.train = build_part(self.protocol.train, self.stores, self.modalities)

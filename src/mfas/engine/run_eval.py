@@ -18,7 +18,7 @@ from mfas.engine.trainer import make_trainer, quiet
 from mfas.errors import ConfigError, DataError, MetricError
 from mfas.metrics import choose_threshold
 from mfas.models.base import PadModel
-from mfas.protocols import Protocol, TestSet, get_protocol
+from mfas.protocols import Protocol, TestSet, get_protocol, load_protocol_file
 
 
 def evaluate_into(trainer: L.Trainer, model: PadModel, dm: PadDataModule, protocol: Protocol,
@@ -100,8 +100,13 @@ def summary(metrics: dict) -> dict:
 
 def evaluate_run(run_dir: Path, protocol_name: str | None = None, modalities: tuple[str, ...] | None = None,
                  stores: dict[str, Path] | None = None, devices: int | str | None = None,
-                 strategy: str | None = None, out_dir: Path | None = None) -> Path:
+                 strategy: str | None = None, out_dir: Path | None = None,
+                 protocol_file: Path | None = None) -> Path:
     """Score a trained run on a protocol (optionally with a test-time modality subset).
+
+    The protocol: ``protocol_name`` (a built-in, one of ``protocol_file``, or one of the run's own
+    ``protocol_file``), or the only protocol of ``protocol_file``, or the run's. Only the protocol's selection and
+    test data are read: the stores need no train split.
 
     Checked before anything is scored or written: the run folder (named as given when it is missing, a link loop
     or not a folder), its config, ``out_dir`` (never a run or bundle folder, whose files would be replaced), the
@@ -116,7 +121,18 @@ def evaluate_run(run_dir: Path, protocol_name: str | None = None, modalities: tu
     if out_dir is not None:
         check_output_folder(out_dir, "--out")
     model, meta = load_bundle(run_dir)
-    protocol = get_protocol(protocol_name) if protocol_name else resolve_protocol(cfg)
+    if cfg.protocol_file:  # the run's own protocols stay known by name
+        load_protocol_file(cfg.protocol_file)
+    mine = load_protocol_file(protocol_file) if protocol_file is not None else ()
+    if protocol_name:
+        protocol = get_protocol(protocol_name)
+    elif mine:
+        if len(mine) > 1:
+            raise ConfigError(f"--protocol-file {protocol_file} defines {len(mine)} protocols "
+                              f"({', '.join(p.name for p in mine)}); choose one with --protocol")
+        protocol = mine[0]
+    else:
+        protocol = resolve_protocol(cfg)
     if modalities is not None:
         unused = [m for m in modalities if m not in model.modalities]
         if unused:
@@ -134,7 +150,7 @@ def evaluate_run(run_dir: Path, protocol_name: str | None = None, modalities: tu
         raise ConfigError(f"{where}: {str(e).splitlines()[0]}") from None
     dm = PadDataModule(protocol, resolve_stores(cfg, stores), cfg.data, model.modalities, model.input_size,
                        model.norm_stats, cfg.seed)
-    dm.setup()
+    dm.setup("evaluate")
     evaluate_into(trainer, model, dm, protocol, cfg, out, {"policy": "bundle", "from": str(run_dir)},
                   write_bundle=False)
     return out
