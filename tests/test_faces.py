@@ -288,3 +288,37 @@ def test_evaluate_a_test_only_store_with_a_protocol_file(face_run, frames: Path,
     r = CliRunner().invoke(app, ["evaluate", str(run), "--protocol-file", str(proto), "--store",
                                  f"field={tmp_path / 'field'}", "--out", str(tmp_path / "ev2")])
     assert r.exit_code == 2 and "field:train: no samples" in r.output, r.output
+
+
+def test_calibrate_writes_a_new_operating_point_and_keeps_the_old(face_run, frames: Path, tmp_path: Path):
+    """On-site calibration: bpcer:0.0 on local captures accepts every bona fide; the previous threshold is kept
+    in threshold_history, predict uses the new one, and --threshold overrides both."""
+    import shutil
+
+    from mfas.data.prepare import prepare
+    from mfas.engine.predict import score_rows
+
+    run, _ = face_run
+    mine = tmp_path / "run"
+    shutil.copytree(run, mine, ignore=shutil.ignore_patterns("*.ckpt", "tb", "logs"))
+    site = tmp_path / "site"
+    prepare("folder", frames / "val", site, size=48, modalities=("rgb",), split="val", workers=1,
+            crop={"scale": 1.4})
+    before = json.loads((mine / "model.json").read_text())["threshold"]
+    r = CliRunner().invoke(app, ["calibrate", str(mine), "--data", str(site), "--policy", "bpcer:0.0"])
+    assert r.exit_code == 0, r.output
+    meta = json.loads((mine / "model.json").read_text())
+    assert meta["threshold_history"] == [before] and meta["threshold"]["source"] == "calibration"
+    assert meta["threshold"]["policy"] == "bpcer:0" and meta["threshold"]["n"] == 9
+    p = mfas.load(mine)
+    st = open_store(site)
+    scores = score_rows(p.model, st, np.arange(len(st)))
+    assert p.threshold == meta["threshold"]["value"] <= scores[st.labels == 1].min()  # no bona fide rejected
+    assert mfas.load(mine, threshold=0.25).threshold == 0.25
+    # prepared differently from the training data: refused, naming both
+    plain = tmp_path / "plain"
+    prepare("folder", frames / "val", plain, size=48, modalities=("rgb",), split="val", workers=1)
+    r = CliRunner().invoke(app, ["calibrate", str(mine), "--data", str(plain), "--policy", "val_eer"])
+    assert r.exit_code == 2 and "no face crop" in r.output and "face crop scale 1.4" in r.output
+    r = CliRunner().invoke(app, ["calibrate", str(mine), "--data", str(site), "--policy", "test_eer"])
+    assert r.exit_code == 2 and "validation data" in r.output

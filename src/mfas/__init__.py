@@ -7,8 +7,9 @@ Conventions: label 1 = bona fide, score = P(bona fide); modalities ``rgb``, ``de
 __version__ = "0.1.0"
 
 
-def load(path, device: str = "cpu"):
-    """Load a trained run (``model.safetensors`` + ``model.json``) for inference; see ``Predictor``."""
+def load(path, device: str = "cpu", threshold: float | None = None):
+    """Load a trained run (``model.safetensors`` + ``model.json``) for inference; see ``Predictor``.
+    ``threshold`` replaces the bundle's operating point."""
     from mfas.engine.predict import load as _load
 
-    return _load(path, device)
+    return _load(path, device, threshold)

@@ -85,6 +85,31 @@ def evaluate_cmd(run: Path = typer.Argument(..., help="A trained run folder."),
 
 
 @friendly_errors
+def calibrate_cmd(run: Path = typer.Argument(..., help="A trained run folder or bundle."),
+                  data: Path = typer.Option(..., "--data", help="Store of labelled captures from the site (mfas "
+                                                                "data prepare folder ..., prepared as the training "
+                                                                "data were)."),
+                  policy: str = typer.Option(..., "--policy", help="Threshold policy on these captures: val_eer, "
+                                                                   "bpcer:0.05 (at most 5% of bona fide rejected), "
+                                                                   "apcer:0.01, fixed:0.5."),
+                  split: list[str] = typer.Option(None, "--split", help="Use only this split of the store "
+                                                                        "(repeatable; default: every sample)."),
+                  dry_run: bool = typer.Option(False, "--dry-run", help="Show the new operating point; do not write "
+                                                                        "it.")) -> None:
+    """Choose a new operating point on labelled local captures and write it into the bundle (model.json); the
+    previous one is kept in threshold_history. predict and the service use it from then on."""
+    from mfas.engine.calibrate import calibrate
+
+    r = calibrate(run, data, policy, split or None, dry_run)
+    rates = r["rates"]
+    console.print(f"threshold {r['value']:.4f} ({r['policy']} on {r['n']} captures: {r['n_bonafide']} bona fide, "
+                  f"{r['n_attack']} attacks): APCER {100 * rates.get('apcer', float('nan')):.1f}%, "
+                  f"BPCER {100 * rates.get('bpcer', float('nan')):.1f}%", highlight=False)
+    console.print("dry run: nothing written" if dry_run else f"written to {run} (model.json; the previous "
+                                                               "threshold is in threshold_history)", highlight=False)
+
+
+@friendly_errors
 def report_cmd(runs: list[Path] = typer.Argument(..., help="One or more runs."),
                out: Path = typer.Option(None, help="Folder for report.md and plots (default: the single run)."),
                bootstrap: int = typer.Option(None, "--bootstrap", min=0,
@@ -125,7 +150,11 @@ def predict_cmd(bundle: Path = typer.Argument(..., help="Run folder or bundle (m
                          "that support missing modalities; otherwise such names are an error)."),
                 all_faces: bool = typer.Option(
                     False, "--all-faces",
-                    help="Score every face found (models with a crop policy); by default the largest.")) -> None:
+                    help="Score every face found (models with a crop policy); by default the largest."),
+                threshold: float = typer.Option(
+                    None, "--threshold",
+                    help="Decide at this score instead of the bundle's threshold (see mfas calibrate to store "
+                         "one).")) -> None:
     """Score new captures: one presentation (--rgb/--depth/--ir) or folders (--rgb-dir ...) into a CSV.
 
     A model trained on a store prepared with --detect finds the face in RGB and crops it (from depth and IR too)
@@ -149,7 +178,7 @@ def predict_cmd(bundle: Path = typer.Argument(..., help="Run folder or bundle (m
         for flag, given in (("--out", out is not None), ("--overwrite", overwrite), ("--allow-missing", allow_missing)):
             if given:
                 raise ConfigError(f"{flag} is for folder input (--rgb-dir ...); a single presentation is printed")
-        p = mfas.load(bundle)
+        p = mfas.load(bundle, threshold=threshold)
         for r in p.predict_all(**images, largest_only=not all_faces):
             where = "" if r.face is None else " face at x={:.0f} y={:.0f} {:.0f}x{:.0f}:".format(*r.face.box)
             if r.score is None:
@@ -162,7 +191,7 @@ def predict_cmd(bundle: Path = typer.Argument(..., help="Run folder or bundle (m
         return
     out = check_output_file(out if out is not None else Path("predictions.csv"), "--out", overwrite)
     inputs, skipped = match_folders(dirs, out)
-    p = mfas.load(bundle)
+    p = mfas.load(bundle, threshold=threshold)
     rows = predict_folders(p, inputs, dirs, allow_missing, all_faces)
     write_predictions(out, rows)
     bad = [r for r in rows if r[5]]

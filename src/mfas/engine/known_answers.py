@@ -119,17 +119,12 @@ def score_run(run: Path, store_path: Path, drop: Sequence[str] = (), batch_size:
     """Score the bundle in ``run`` on the unseen rows of ``store_path``; ``drop`` marks modalities absent
     (presence False, zeros)."""
     from mfas.engine.io import load_bundle
+    from mfas.engine.predict import score_rows
 
     model, _ = load_bundle(run)
-    model.eval()
     store = open_store(store_path)
     idx = _unseen(store)
-    ds = StoreDataset(store, idx, drop=drop, transform=eval_transform(tuple(model.input_size), model.norm_stats))
-    scores = []
-    with torch.no_grad():
-        for batch in DataLoader(ds, batch_size=batch_size):
-            scores.append(model(batch).score)
-    s = torch.cat(scores).numpy()
+    s = score_rows(model, store, idx, drop=drop, batch_size=batch_size)
     return Scored(store.labels[idx], s, np.asarray(store.column("pai")[idx]).astype(str))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,8 @@ class Prediction:
 class Predictor:
     """A trained model with its preprocessing and operating point. Deterministic, batch-independent."""
 
-    def __init__(self, path: str | Path, device: str | torch.device = "cpu"):
+    def __init__(self, path: str | Path, device: str | torch.device = "cpu", threshold: float | None = None):
+        """``threshold``: decide at this score instead of the bundle's (policy ``given``)."""
         try:
             self.device = torch.device(device)
         except (RuntimeError, TypeError, ValueError) as e:
@@ -54,6 +56,10 @@ class Predictor:
         self.transform = eval_transform(self.size, self.norm)
         self.threshold = float(self.meta["threshold"]["value"])
         self.policy = str(self.meta["threshold"]["policy"])
+        if threshold is not None:
+            if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
+                raise ConfigError(f"threshold must be a score between 0 and 1, got {threshold!r}")
+            self.threshold, self.policy = float(threshold), "given"
         self.supports_missing = bool(self.meta["supports_missing"])
         # how the training images were made from captures: crop around the face, then the store's resize
         self.store_size = tuple(pre["store_size"]) if pre.get("store_size") else None
@@ -143,9 +149,25 @@ class Predictor:
         return [self._decide(arrays, f) for f in (faces[:1] if largest_only else faces)]
 
 
-def load(path: str | Path, device: str = "cpu") -> Predictor:
+@torch.no_grad()
+def score_rows(model, store, rows: np.ndarray, drop: Sequence[str] = (), batch_size: int = 128) -> np.ndarray:
+    """P(bona fide) of store ``rows`` under a loaded model (eval mode, the engine's evaluation transform);
+    ``drop``: modalities marked absent. Modalities the model does not take, or the store lacks, are absent."""
+    from torch.utils.data import DataLoader
+
+    from mfas.data.dataset import StoreDataset
+
+    model.eval()
+    absent = [m for m in MODALITIES if m not in model.modalities or m in drop]
+    ds = StoreDataset(store, rows, modalities=MODALITIES, drop=absent,
+                      transform=eval_transform(tuple(model.input_size), model.norm_stats))
+    out = [model(batch).score for batch in DataLoader(ds, batch_size=batch_size)]
+    return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+
+
+def load(path: str | Path, device: str = "cpu", threshold: float | None = None) -> Predictor:
     """Load a run folder or bundle for inference. Nothing is unpickled."""
-    return Predictor(path, device)
+    return Predictor(path, device, threshold)
 
 
 # ------------------------------------------------------------------------------------------------ folders
