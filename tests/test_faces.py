@@ -262,8 +262,30 @@ def test_predict_cli_reports_no_face_and_all_faces(face_run, frames: Path, tmp_p
     r = runner.invoke(app, ["predict", str(run), "--rgb-dir", str(d), "--out", str(tmp_path / "p.csv")])
     assert r.exit_code == 0, r.output
     rows = (tmp_path / "p.csv").read_text().splitlines()
-    assert rows[0] == "name,score,decision,modalities,face,error"
-    assert rows[1].startswith("blank,,no_face,rgb,,") and re.match(r"pair,0\.\d+,\w+,rgb,[\d. ]+,$", rows[2])
+    assert rows[0] == "name,score,decision,label,pai,modalities,face,error"
+    assert rows[1].startswith("blank,,no_face,,,rgb,,") and re.match(r"pair,0\.\d+,\w+,,,rgb,[\d. ]+,$", rows[2])
+
+
+def test_predict_on_class_folders_writes_labels_and_metrics(face_run, frames: Path, tmp_path: Path):
+    """A labelled folder (live/, attack/: the layout prepare folder reads) gives labels in the CSV and metrics at
+    the threshold, with frames without a face counted apart; a subfolder that is not a class is an error, not
+    silently skipped."""
+    run, _ = face_run
+    out = tmp_path / "pred.csv"
+    r = CliRunner().invoke(app, ["predict", str(run), "--rgb-dir", str(frames / "test"), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "labelled by class folders: 3 bona fide and 6 attacks scored" in r.output
+    lines = out.read_text().splitlines()
+    assert len(lines) == 11 and any(ln.startswith("live/blank,,no_face,1,bonafide,") for ln in lines)
+    assert sum(",0,other," in ln for ln in lines) == 6
+    m = json.loads((tmp_path / "pred.metrics.json").read_text())
+    assert m["n"] == 10 and m["n_scored"] == 9 and m["no_face"] == {"bonafide": 1, "attack": 0}
+    assert 0 <= m["auc"] <= 1 and {"apcer", "bpcer", "acer", "apcer_per_species"} <= set(m)
+    odd = tmp_path / "odd"
+    (odd / "holiday").mkdir(parents=True)
+    (odd / "live").mkdir()
+    r = CliRunner().invoke(app, ["predict", str(run), "--rgb-dir", str(odd), "--out", str(tmp_path / "o.csv")])
+    assert r.exit_code == 2 and "subfolder(s) holiday are not class names" in r.output
 
 
 def test_evaluate_a_test_only_store_with_a_protocol_file(face_run, frames: Path, tmp_path: Path):

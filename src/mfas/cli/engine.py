@@ -162,8 +162,14 @@ def predict_cmd(bundle: Path = typer.Argument(..., help="Run folder or bundle (m
     from rich.markup import escape
 
     import mfas
-    from mfas.engine.io import check_output_file
-    from mfas.engine.predict import match_folders, predict_folders, write_predictions
+    from mfas.engine.io import atomic_write_json, check_output_file
+    from mfas.engine.predict import (
+        PREDICTION_COLUMNS,
+        folder_metrics,
+        match_folders,
+        predict_folders,
+        write_predictions,
+    )
     from mfas.errors import ConfigError, DataError
 
     images = {"rgb": rgb, "depth": depth, "ir": ir}
@@ -190,23 +196,37 @@ def predict_cmd(bundle: Path = typer.Argument(..., help="Run folder or bundle (m
                           f"{', '.join(r.modalities)})".lstrip())
         return
     out = check_output_file(out if out is not None else Path("predictions.csv"), "--out", overwrite)
-    inputs, skipped = match_folders(dirs, out)
+    inputs, skipped, labels = match_folders(dirs, out)
     p = mfas.load(bundle, threshold=threshold)
-    rows = predict_folders(p, inputs, dirs, allow_missing, all_faces)
+    rows = predict_folders(p, inputs, dirs, allow_missing, all_faces, labels)
     write_predictions(out, rows)
-    bad = [r for r in rows if r[5]]
+    err = PREDICTION_COLUMNS.index("error")
+    bad = [r for r in rows if r[err]]
     if len(bad) == len(rows):
         raise DataError(out, f"none of the {len(rows)} presentations could be scored (first: {bad[0][0]}: "
-                             f"{bad[0][5]}); every error is listed in this CSV")
-    console.print(f"wrote {len(rows)} predictions to [bold]{out}[/] ({len(bad)} with errors, listed in the CSV)")
+                             f"{bad[0][err]}); every error is listed in this CSV")
+    console.print(f"wrote {len(rows)} predictions to [bold]{escape(str(out))}[/] ({len(bad)} with errors, listed "
+                  "in the CSV)")
     no_face = sum(r[2] == "no_face" for r in rows)
     if no_face:
         console.print(f"{no_face} presentations without a face (decision no_face)")
     for r in bad[:5]:
-        console.print(f"  {r[0]}: {r[5]}", highlight=False, markup=False)
+        console.print(f"  {r[0]}: {r[err]}", highlight=False, markup=False)
     if skipped:
         names = ", ".join(str(f) for f in skipped[:3]) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
         console.print(f"skipped {len(skipped)} files that are not images: {names}", highlight=False, markup=False)
+    m = folder_metrics(rows, p.threshold, p.policy)
+    if m is not None:
+        path = out.with_name(out.stem + ".metrics.json")
+        atomic_write_json(path, m)
+        parts = [f"{m['n_bonafide']} bona fide and {m['n_attack']} attacks scored"]
+        if "auc" in m:
+            parts.append(f"AUC {100 * m['auc']:.1f}%, at threshold {m['threshold']:.4f} ({m['policy']}): APCER "
+                         f"{100 * m['apcer']:.1f}%, BPCER {100 * m['bpcer']:.1f}%, ACER {100 * m['acer']:.1f}%")
+        if any(m["no_face"].values()):
+            parts.append(f"no face: {m['no_face']['bonafide']} bona fide, {m['no_face']['attack']} attacks")
+        console.print("labelled by class folders: " + "; ".join(parts) + f" (written to {path})", highlight=False,
+                      markup=False)
 
 
 models_app = typer.Typer(help="List and inspect registered models.", no_args_is_help=True)
