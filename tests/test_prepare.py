@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -613,3 +614,56 @@ def test_hdf5_adapters_name_the_extra_when_h5py_is_missing(tmp_path: Path, monke
     with pytest.raises(ConfigError, match=r"mfas\[hdf5\]"):
         prepare("hqwmca", raw, tmp_path / "s", size=8, protocol_csv=proto)
     assert not (tmp_path / "s").exists()
+
+
+def _subject_tree(root: Path) -> Path:
+    """live/ 4 subjects and print/ 6 subjects, 5 images each, named <subject>_<k>.png."""
+    for cls, n in (("live", 4), ("print", 6)):
+        (root / cls).mkdir(parents=True)
+        for subj in range(n):
+            for k in range(5):
+                cv2.imwrite(str(root / cls / f"s{cls[0]}{subj}_{k}.png"), np.full((20, 20, 3), 10 * subj + k, np.uint8))
+    return root
+
+
+def test_folder_split_helper_keeps_subjects_together_and_classes_in_ratio(tmp_path: Path):
+    root = _subject_tree(tmp_path / "tree")
+    args = dict(size=16, modalities=("rgb",), workers=1, split_ratios="0.6,0.2,0.2", split_by="subject",
+                subject_pattern=r"^(\w+?)_")
+    prepare("folder", root, tmp_path / "a", **args)
+    st = open_store(tmp_path / "a")
+    split, subj, y = st.column("split"), st.column("subject"), st.labels
+    for s in set(subj.tolist()):  # every subject in exactly one split
+        assert len(set(split[subj == s].tolist())) == 1, s
+    assert len(set(subj.tolist())) == 10
+    counts = Counter(zip(split.tolist(), y.tolist(), strict=True))
+    # per class: round(cumsum(0.6, 0.2, 0.2) * subjects) -> live 2/1/1, print 4/1/1 subjects of 5 images
+    assert counts == {("train", 1): 10, ("val", 1): 5, ("test", 1): 5, ("train", 0): 20, ("val", 0): 5,
+                      ("test", 0): 5}
+    assert all(sid.startswith(f"{sp}/") for sid, sp in zip(st.column("sample_id"), split, strict=True))
+    # deterministic, and another seed gives another assignment
+    prepare("folder", root, tmp_path / "b", **args)
+    assert (open_store(tmp_path / "b").column("split") == split).all()
+    prepare("folder", root, tmp_path / "c", split_seed=3, **args)
+    assert not (open_store(tmp_path / "c").column("split") == split).all()
+
+
+@pytest.mark.parametrize("options, culprit", [
+    ({"split_ratios": "0.5,0.5"}, "expected three fractions"),
+    ({"split_ratios": "0.7,0.2,0.2"}, "that sum to 1"),
+    ({"split_ratios": "a,b,c"}, "expected three numbers"),
+    ({"split_by": "subject"}, "--split-by: apply with --split-ratios only"),
+    ({"split_ratios": "0.6,0.2,0.2", "split_by": "person"}, "expected one of sample, subject, video"),
+    ({"split_ratios": "0.6,0.2,0.2", "split_by": "subject", "subject_pattern": r"^x(\d+)"}, "does not match"),
+    ({"split_ratios": "0.6,0.2,0.2", "split_by": "subject", "subject_pattern": "["}, "not a regular expression"),
+])
+def test_folder_split_helper_errors_name_the_option(tmp_path: Path, options: dict, culprit: str):
+    root = _subject_tree(tmp_path / "tree")
+    with pytest.raises(ConfigError, match=re.escape(culprit)):
+        prepare("folder", root, tmp_path / "s", size=16, modalities=("rgb",), workers=1, **options)
+
+
+def test_folder_split_ratios_refuse_a_tree_with_split_folders(tmp_path: Path):
+    root = _subject_tree(tmp_path / "tree" / "train").parent
+    with pytest.raises(ConfigError, match="has split folders"):
+        prepare("folder", root, tmp_path / "s", size=16, modalities=("rgb",), workers=1, split_ratios="0.6,0.2,0.2")

@@ -23,17 +23,21 @@ with ``--strict``), unless ``--allow-unaligned`` (``allow_unaligned=True``) asks
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
+
+import numpy as np
 
 from mfas.conventions import MODALITIES, PAI_SPECIES, SPLITS
 from mfas.data.images import IMAGE_SUFFIXES
 from mfas.data.prepare.core import Item, Skip
 from mfas.data.prepare.listfiles import read_csv
-from mfas.data.prepare.registry import Adapter, Option, register_adapter
+from mfas.data.prepare.registry import OMIT, Adapter, Option, register_adapter
 from mfas.errors import ConfigError
 
 DATASET = "custom"  # the dataset and domain of every sample
+_UNASSIGNED = "unassigned"  # the split of items that --split-ratios assigns after planning
 LIVE, ATTACK = ("live", "bonafide", "bona_fide", "real", "1"), ("attack", "spoof", "fake", "0")
 ALIASES = {"rgb": ("rgb", "color", "colour"), "depth": ("depth",), "ir": ("ir", "nir")}
 
@@ -64,6 +68,80 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(m.strip() for m in text.split(","))
 
 
+def _ratios(text: object) -> tuple[float, float, float] | None:
+    """``"0.6,0.2,0.2"`` -> train, val and test fractions summing to 1; ConfigError otherwise."""
+    if text is None or text == "":
+        return None
+    parts = text.split(",") if isinstance(text, str) else list(text)  # type: ignore[arg-type]
+    try:
+        vals = tuple(float(v) for v in parts)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--split-ratios {text!r}: expected three numbers, train,val,test (e.g. 0.6,0.2,0.2)"
+                          ) from None
+    if len(vals) != 3 or min(vals) < 0 or abs(sum(vals) - 1) > 1e-6 or vals[0] == 0:
+        raise ConfigError(f"--split-ratios {text!r}: expected three fractions train,val,test that sum to 1, with "
+                          "some training data (e.g. 0.6,0.2,0.2)")
+    return vals  # type: ignore[return-value]
+
+
+SPLIT_BY = ("sample", "subject", "video")
+
+
+def assign_splits(items: list[Item], ratios: tuple[float, float, float], by: str = "sample",
+                  stratify: bool = True, seed: int = 0, pattern: str | None = None) -> None:
+    """Give ``items`` a train/val/test split in ``ratios``, in place and deterministically (``seed``).
+
+    ``by``: the unit that stays in one split: each sample, each subject or each video (frames of one video, or
+    captures of one person, in two splits would leak the answer into the test). ``pattern``: a regular
+    expression whose first group is the subject in a sample's name (default: the item's subject). With
+    ``stratify``, each class (bona fide, attack) is split in the ratios on its own, so both keep their share
+    in every split; a group's class is that of most of its samples.
+    """
+    if by not in SPLIT_BY:
+        raise ConfigError(f"--split-by {by!r}: expected one of {', '.join(SPLIT_BY)}")
+    rx = None
+    if pattern:
+        try:
+            rx = re.compile(pattern)
+        except re.error as e:
+            raise ConfigError(f"--subject-pattern {pattern!r}: not a regular expression ({e})") from None
+        if rx.groups < 1:
+            raise ConfigError(f"--subject-pattern {pattern!r}: needs a group, e.g. '^(\\w+?)_' for 'anna_01.png'")
+
+    def key(it: Item) -> str:
+        if by == "sample":
+            return it.sample_id
+        if by == "video":
+            return it.video or it.sample_id
+        if rx is not None:
+            name = Path(it.sample_id).name
+            m = rx.search(name)
+            if m is None or not m.group(1):
+                raise ConfigError(f"--subject-pattern {pattern!r} does not match {name!r} ({it.sample_id}); every "
+                                  "sample needs a subject")
+            return m.group(1)
+        return it.subject or it.sample_id
+
+    groups: dict[str, list[Item]] = {}
+    for it in items:
+        g = key(it)
+        if rx is not None:
+            it.subject = g  # the store's subject column says what was grouped
+        groups.setdefault(g, []).append(it)
+    rng = np.random.default_rng(seed)
+    strata: dict[int, list[str]] = {}
+    for g, members in sorted(groups.items()):
+        cls = int(round(np.mean([m.label for m in members]))) if stratify else 0
+        strata.setdefault(cls, []).append(g)
+    for names in strata.values():
+        order = [names[i] for i in rng.permutation(len(names))]
+        cut = np.round(np.cumsum(ratios) * len(order)).astype(int)
+        for k, g in enumerate(order):
+            split = SPLITS[int(np.searchsorted(cut, k, side="right"))] if k < cut[-1] else SPLITS[-1]
+            for it in groups[g]:
+                it.split = split
+
+
 @register_adapter("folder")
 class FolderAdapter(Adapter):
     description = "Your own captures: a <split>/<class>/<sample>/ tree or a CSV."
@@ -74,7 +152,16 @@ class FolderAdapter(Adapter):
                Option("split", "train", "The split of a tree without split folders."),
                Option("allow_unaligned", False, "Resize each modality of a sample on its own when their sizes "
                       "differ (they are then not pixel-aligned); by default such a sample is skipped with "
-                      "the reason.", type=bool))
+                      "the reason.", type=bool),
+               Option("split_ratios", None, "Split a tree without split folders (or CSV rows without a split) into "
+                      "train,val,test in these fractions, e.g. 0.6,0.2,0.2.", cli_default=OMIT, parse=_ratios),
+               Option("split_by", "sample", "With --split-ratios: what stays in one split: sample, subject or video "
+                      "(captures of one person or one video never in two splits)."),
+               Option("subject_pattern", None, "With --split-by subject: a regular expression whose first group is "
+                      "the subject in a file or folder name, e.g. '^(\\w+?)_' for anna_01.png.", cli_default=OMIT),
+               Option("no_stratify", False, "With --split-ratios: do not split bona fide and attacks in the ratios "
+                      "each (by default every split keeps both classes' shares).", type=bool),
+               Option("split_seed", 0, "With --split-ratios: the seed of the assignment.", type=int))
 
     def plan(self, root: Path, options: dict) -> Iterator[Item | Skip]:
         """Items of a custom folder tree under ``root`` or of ``csv_file``.
@@ -82,22 +169,47 @@ class FolderAdapter(Adapter):
         Without split folders, ``root``'s class folders all go to ``split``. In a class folder, a folder is
         a sample (one file per modality) and a lone image file is an RGB-only sample.
         """
+        ratios = _ratios(options["split_ratios"])
+        rest = [f"--{k.replace('_', '-')}" for k in ("split_by", "subject_pattern", "no_stratify", "split_seed")
+                if options[k] != self.default_of(k)]
+        if ratios is None:
+            if rest:
+                raise ConfigError(f"{', '.join(rest)}: apply with --split-ratios only")
+            yield from self._plan(root, options)
+            return
+        planned = list(self._plan(root, options, ratios=True))
+        items = [p for p in planned if isinstance(p, Item)]
+        free = [it for it in items if it.split == _UNASSIGNED]
+        assign_splits(free, ratios, options["split_by"], not options["no_stratify"], int(options["split_seed"]),
+                      options["subject_pattern"])
+        for it in free:  # a tree's sample ids start with their split
+            if it.sample_id.startswith(_UNASSIGNED + "/"):
+                it.sample_id = it.split + it.sample_id[len(_UNASSIGNED):]
+        yield from planned
+
+    def default_of(self, name: str) -> object:
+        return next(o.default for o in self.options if o.name == name)
+
+    def _plan(self, root: Path, options: dict, ratios: bool = False) -> Iterator[Item | Skip]:
         csv_file, dataset, split = options["csv_file"], DATASET, options["split"]
         mods = self.modalities(options)
         same_size = not options["allow_unaligned"]
         if csv_file is not None:
-            for p in _plan_csv(Path(csv_file), root, mods, dataset, split):
+            for p in _plan_csv(Path(csv_file), root, mods, dataset, _UNASSIGNED if ratios else split):
                 if isinstance(p, Item):
                     p.same_size = same_size
                 yield p
             return
         root = Path(root)
         tops = {s: root / s for s in SPLITS if (root / s).is_dir()}
+        if tops and ratios:
+            raise ConfigError(f"{root}: has split folders ({', '.join(tops)}); --split-ratios splits a tree of class "
+                              "folders only")
         if not tops:
             if not any(class_of(p.name) for p in root.iterdir() if p.is_dir()):
                 raise ConfigError(f"{root}: expected train/, val/ or test/ folders, or class folders (live/, attack/, "
                                   "print/, ...) for --split; see docs/datasets.md")
-            tops = {split: root}
+            tops = {_UNASSIGNED if ratios else split: root}
         for split, top in tops.items():
             for cls_dir in sorted(p for p in top.iterdir() if p.is_dir()):
                 cls = class_of(cls_dir.name)
