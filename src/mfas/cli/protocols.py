@@ -36,13 +36,26 @@ def list_cmd(family: str = typer.Option(None, help="Only this family: mmdg, mmfa
 @app.command("show")
 @friendly_errors
 def show_cmd(name: str = typer.Argument(..., help="Protocol name, e.g. loo/CPS-W."), file: Path = FILE,
-             as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+             as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+             store: list[str] = typer.Option(None, "--store", "-s",
+                                             help="KEY=PATH of a store the protocol uses (repeatable): the "
+                                                  "modalities shown are then those the stores hold too.")
+             ) -> None:
     """Everything a protocol declares: training, selection and test data, modalities, averaging."""
-    from mfas.protocols import get_protocol, load_protocol_file
+    from mfas.protocols import StoreSet, get_protocol, load_protocol_file, parse_store_args
 
     if file:
         load_protocol_file(file)
     p = get_protocol(name)
+    if store:
+        stores = StoreSet(parse_store_args(store))
+        held = set.intersection(*(set(stores.get(k).modalities) for k in p.stores if k in stores.paths)) \
+            if any(k in stores.paths for k in p.stores) else None
+        if held is not None:
+            p = p.model_copy(update={
+                "train_modalities": tuple(m for m in p.train_modalities if m in held),
+                "tests": tuple(t.model_copy(update={"modalities": tuple(m for m in t.modalities if m in held)})
+                               for t in p.tests)})
     if as_json:
         print_json(p.model_dump(mode="json"))
         return

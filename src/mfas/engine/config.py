@@ -264,9 +264,32 @@ def validate_config(data: dict, where: str = "config") -> ExperimentConfig:
 
     options = cfg.model.overrides
     checked = check_options(cfg.model.name, options, where=where)
+    checked = _image_size(cfg, checked, where)
     if checked != options or any(type(checked[k]) is not type(options[k]) for k in options):
         cfg = cfg.model_copy(update={"model": ModelConfig(name=cfg.model.name, **checked)})
     return cfg
+
+
+def _image_size(cfg: ExperimentConfig, options: dict, where: str) -> dict:
+    """``data.image_size`` and the model's input size agree: a model with an ``img_size`` option is built for
+    ``data.image_size`` unless ``model.img_size`` says otherwise, and two different sizes are an error here
+    rather than a shape error at the first forward pass."""
+    from mfas.models.registry import full_defaults
+
+    size = cfg.data.image_size
+    if size is None:
+        return options
+    defaults = full_defaults(cfg.model.name)
+    if "img_size" not in defaults:
+        return options  # checked against the built model (engine.train)
+    given = options.get("img_size")
+    if given is None:
+        return {**options, "img_size": size}
+    if given != size:
+        raise ConfigError(f"{where}: data.image_size {size} and model.img_size {given} differ; the model takes "
+                          f"{given}x{given} inputs. Set one of them (model.img_size follows data.image_size when "
+                          "only that is given)")
+    return options
 
 
 def parse_set(s: str) -> tuple[list[str], object]:

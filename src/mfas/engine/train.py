@@ -422,6 +422,11 @@ def train(cfg: ExperimentConfig, resume: bool = False, stores: dict[str, Path] |
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         store_set = resolve_stores(cfg, stores)
         model = create_model(cfg.model.name, **cfg.model.overrides)
+        size = cfg.data.image_size
+        if size is not None and tuple(model.input_size) != (size, size):
+            raise ConfigError(f"data.image_size {size}: model {cfg.model.name!r} takes "
+                              f"{model.input_size[1]}x{model.input_size[0]} inputs and has no img_size option; "
+                              "remove data.image_size")
         start = read_resume_point(last, model) if plan == "resume" else None
         extra = protocol.tests if cfg.eval.selection == "oracle_target" else ()
         dm = PadDataModule(protocol, store_set, cfg.data, model.modalities, model.input_size,

@@ -12,5 +12,10 @@ register_model("mmfas-cross", fusion="cross")(MMFAS)
 register_model("mmfas-tiny", **_TINY)(MMFAS)
 register_model("mmfas-merge-tiny", fusion="merge", **_TINY)(MMFAS)
 register_model("mmfas-cross-tiny", fusion="cross", **_TINY)(MMFAS)
+#: RGB only (one's own RGB captures): no second modality to align with or fuse, so alignment and fusion are off;
+#: what is left is the paper's RGB extractor and classifier
+_RGB = {"modalities": ("rgb",), "fusion": "none", "icl": False, "cm": "none"}
+register_model("mmfas-rgb", **_RGB)(MMFAS)
+register_model("mmfas-rgb-tiny", **_RGB, **_TINY)(MMFAS)
 
 __all__ = ["MMFAS"]
