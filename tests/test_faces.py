@@ -344,3 +344,45 @@ def test_calibrate_writes_a_new_operating_point_and_keeps_the_old(face_run, fram
     assert r.exit_code == 2 and "no face crop" in r.output and "face crop scale 1.4" in r.output
     r = CliRunner().invoke(app, ["calibrate", str(mine), "--data", str(site), "--policy", "test_eer"])
     assert r.exit_code == 2 and "validation data" in r.output
+
+
+MINIFASNET = SHARED / "models" / "minifasnet" / "MiniFASNetV2.onnx"
+
+
+@pytest.mark.skipif(not MINIFASNET.is_file() or not SAMPLES.is_dir(), reason=f"MiniFASNet or photos not found at "
+                    f"{MINIFASNET.parent}, {SAMPLES}")
+def test_minifasnet_peer_scores_raw_frames_and_stores_like_a_run(frames: Path, tmp_path: Path):
+    """The released RGB peer behind the same interface: its bundle crops raw frames as Silent-Face does (box x
+    2.7, moved inside the frame, 80 x 80), gives Silent-Face's answers on its own sample photos, is scored by
+    evaluate on a store prepared with its crop (--crop-from), and cannot be trained."""
+    runner = CliRunner()
+    run = tmp_path / "mfn"
+    r = runner.invoke(app, ["peer", "minifasnet", "--onnx", str(MINIFASNET), "--out", str(run)])
+    assert r.exit_code == 0, r.output
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["preprocessing"]["crop"]["scale"] == 2.7 and meta["preprocessing"]["crop"]["square"] is False
+    p = mfas.load(run)
+    live = p.predict(rgb=SAMPLES / "image_T1.jpg")
+    prints = [p.predict(rgb=SAMPLES / f"image_F{k}.jpg") for k in (1, 2)]
+    assert live.decision == "bonafide" and live.score > 0.9
+    assert all(x.decision == "attack" and x.score < 0.1 for x in prints)
+    r = runner.invoke(app, ["data", "prepare", "folder", "--root", str(frames / "test"), "--out",
+                            str(tmp_path / "s"), "--modalities", "rgb", "--size", "80", "--split", "test",
+                            "--crop-from", str(run), "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    assert open_store(tmp_path / "s").meta["provenance"]["preprocessing"]["crop"]["scale"] == 2.7
+    proto = tmp_path / "p.yaml"
+    proto.write_text("protocols:\n  - name: mine/peer\n    train: [field:train]\n    tests:\n"
+                     "      - name: field\n        parts: [field:test]\n")
+    r = runner.invoke(app, ["evaluate", str(run), "--protocol-file", str(proto), "--store",
+                            f"field={tmp_path / 's'}", "--out", str(tmp_path / "ev")])
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["tests"]["field"]["n"] == 9 and m["tests"]["field"]["threshold_free"]["auc"] > 0.9
+    with pytest.raises(ConfigError, match="inference-only"):
+        p.model.losses({}, None)
+    # a different file under the recorded path is refused
+    from mfas.models import create_model
+
+    with pytest.raises(DataError, match="SHA-256"):
+        create_model("minifasnet-v2", onnx=str(MINIFASNET.with_name("MiniFASNetV1SE.onnx")), sha256="0" * 64)

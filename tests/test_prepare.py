@@ -524,7 +524,7 @@ def test_each_adapter_subcommand_lists_its_own_options_and_no_other_adapters():
     listing = runner.invoke(app, ["data", "prepare", "--help"], env={"COLUMNS": "250"})
     assert listing.exit_code == 0
     common = {"--root", "--out", "--size", "--workers", "--strict", "--no-strict", "--overwrite", "--no-overwrite",
-              "--help", "--detect", "--crop-scale", "--crop-align", "--crop-fit", "--min-face"}
+              "--help", "--detect", "--crop-scale", "--crop-align", "--crop-fit", "--min-face", "--crop-from"}
     every = {o.cli_flag for a in ADAPTERS.values() for o in a.options}
     for name, adapter in ADAPTERS.items():
         assert name in listing.output and adapter.description in listing.output

@@ -201,7 +201,10 @@ _COMMON_LAST = [
     _option("crop_fit", str, typer.Option("pad", "--crop-fit", rich_help_panel="Face crop",
                                           help="At the frame's edge: pad (zeros) or shift (move the crop inside).")),
     _option("min_face", int, typer.Option(32, "--min-face", rich_help_panel="Face crop",
-                                          help="Ignore faces whose box is shorter than this (pixels)."))]
+                                          help="Ignore faces whose box is shorter than this (pixels).")),
+    _option("crop_from", Path, typer.Option(None, "--crop-from", rich_help_panel="Face crop",
+                                            help="Crop as this run or bundle's model expects (its recorded crop "
+                                                 "policy, e.g. a MiniFASNet peer's); implies --detect."))]
 
 
 def _adapter_command(adapter: Adapter) -> TyperCommand:
@@ -217,14 +220,23 @@ def _adapter_command(adapter: Adapter) -> TyperCommand:
                                         rich_help_panel=f"{adapter.name} options")))
 
     def run(root: Path, out: Path, size: int, workers: int, strict: bool, overwrite: bool, detect: bool,
-            crop_scale: float, crop_align: bool, crop_fit: str, min_face: int, **given) -> None:
+            crop_scale: float, crop_align: bool, crop_fit: str, min_face: int, crop_from: Path | None,
+            **given) -> None:
         import os
 
         from mfas.data.prepare import prepare
         from mfas.errors import ConfigError
 
         crop = {"scale": crop_scale, "align": crop_align, "fit": crop_fit, "min_face": min_face} if detect else None
-        if not detect:
+        if crop_from is not None:
+            from mfas.engine.io import read_bundle_meta
+
+            crop = read_bundle_meta(crop_from)["preprocessing"].get("crop")
+            if not crop:
+                raise ConfigError(f"--crop-from {crop_from}: the model has no crop policy (it was trained on a "
+                                  "store prepared without --detect)")
+            detect = True
+        elif not detect:
             changed = [f for f, v, d in (("--crop-scale", crop_scale, 1.5), ("--crop-align", crop_align, False),
                                          ("--crop-fit", crop_fit, "pad"), ("--min-face", min_face, 32)) if v != d]
             if changed:

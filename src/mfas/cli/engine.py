@@ -229,6 +229,33 @@ def predict_cmd(bundle: Path = typer.Argument(..., help="Run folder or bundle (m
                       markup=False)
 
 
+peer_app = typer.Typer(help="Bundles for peer models with released weights (inference only).",
+                       no_args_is_help=True)
+
+
+@peer_app.command("minifasnet")
+@friendly_errors
+def peer_minifasnet(onnx: Path = typer.Option(..., "--onnx", help="MiniFASNetV2.onnx or MiniFASNetV1SE.onnx "
+                                                                  "(Silent-Face-Anti-Spoofing, Apache-2.0)."),
+                    out: Path = typer.Option(..., "--out", help="New run folder for the bundle."),
+                    variant: str = typer.Option(None, "--variant",
+                                                help="v2 (crop 2.7 x the face box) or v1se (4.0); default from "
+                                                     "the file name.")) -> None:
+    """Write a bundle for the MiniFASNet RGB peer, which mfas predict and mfas evaluate then score like a run:
+    predict crops raw frames as the released model expects (YuNet face, box x 2.7 or 4.0, 80 x 80)."""
+    from mfas.engine.peers import write_minifasnet_bundle
+    from mfas.errors import ConfigError
+
+    if variant is None:
+        low = onnx.name.lower()
+        variant = "v1se" if "v1se" in low else "v2" if "v2" in low else None
+        if variant is None:
+            raise ConfigError(f"--variant: cannot tell v2 or v1se from the file name {onnx.name!r}; give it")
+    path = write_minifasnet_bundle(onnx, out, variant)
+    console.print(f"wrote the MiniFASNet-{variant} bundle to {path}; mfas predict {path} --rgb FRAME",
+                  highlight=False, markup=False)
+
+
 models_app = typer.Typer(help="List and inspect registered models.", no_args_is_help=True)
 
 

@@ -8,7 +8,7 @@ from mfas import __version__
 from mfas.cli import data, protocols
 from mfas.cli.check import check_cmd
 from mfas.cli.demo import demo_cmd
-from mfas.cli.engine import calibrate_cmd, evaluate_cmd, models_app, predict_cmd, report_cmd, train_cmd
+from mfas.cli.engine import calibrate_cmd, evaluate_cmd, models_app, peer_app, predict_cmd, report_cmd, train_cmd
 from mfas.cli.explain import explain_cmd, tsne_cmd
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ app = typer.Typer(
 app.add_typer(data.app, name="data")
 app.add_typer(protocols.app, name="protocols")
 app.add_typer(models_app, name="models")
+app.add_typer(peer_app, name="peer")
 app.command("train")(train_cmd)
 app.command("evaluate")(evaluate_cmd)
 app.command("report")(report_cmd)

@@ -64,7 +64,8 @@ class CropPolicy:
         size: side of the output crop in pixels.
         align: rotate about the box's centre so that the eyes are level (from the landmarks).
         fit: at the frame's edge, ``pad`` fills the crop with zeros (0 is "no value" for depth), ``shift``
-            moves (and if needed shrinks) the crop window inside the frame, as Silent-Face does.
+            moves the crop window inside the frame, first shrinking it (both sides alike) when it is larger than
+            the frame, as Silent-Face does.
         min_face: faces whose box is shorter than this (pixels) are ignored.
         score_threshold: detections below this confidence are ignored.
         detector: the detector's name (:data:`DETECTORS`).
@@ -135,7 +136,8 @@ class CropPolicy:
             angle = math.degrees(math.atan2(ly - ry, lx - rx))
         if self.fit == "shift":
             fh, fw = frame
-            cw, ch = min(cw, fw), min(ch, fh)
+            k = min(1.0, fw / cw, fh / ch)  # shrink both sides alike (keeps the aspect), as Silent-Face does
+            cw, ch = cw * k, ch * k
             cx = min(max(cx, cw / 2), fw - cw / 2)
             cy = min(max(cy, ch / 2), fh - ch / 2)
         return cx, cy, cw, ch, angle
