@@ -235,7 +235,20 @@ def test_trains_through_the_engine(sim_store: Path, tmp_path: Path):
     assert det.model.config["fusion"] == "switch"
 
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+#: experiment configs; protocol files (a top-level ``protocols`` list, e.g. configs/own/protocol.yaml) beside them
+#: are checked by test_shipped_protocol_files_load
+_YAMLS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+PROTOCOL_FILES = [p for p in _YAMLS if p.read_text().lstrip("# \n").startswith("protocols:")
+                  or "\nprotocols:" in p.read_text()]
+CONFIGS = [p for p in _YAMLS if p not in PROTOCOL_FILES]
+
+
+def test_shipped_protocol_files_load():
+    from mfas.protocols import load_protocol_file
+
+    assert [p.name for p in PROTOCOL_FILES] == ["protocol.yaml"]
+    for p in PROTOCOL_FILES:
+        assert load_protocol_file(p)
 
 
 def test_every_shipped_config_validates_and_builds():
