@@ -386,3 +386,23 @@ def test_minifasnet_peer_scores_raw_frames_and_stores_like_a_run(frames: Path, t
 
     with pytest.raises(DataError, match="SHA-256"):
         create_model("minifasnet-v2", onnx=str(MINIFASNET.with_name("MiniFASNetV1SE.onnx")), sha256="0" * 64)
+
+
+@needs_photos
+def test_prepare_detect_cuts_depth_and_ir_with_the_box_found_in_rgb(tmp_path: Path):
+    """RGB-D-IR captures: the face is found in RGB and the same crop is cut from the registered depth and IR
+    (here grey copies of the RGB frame, so the stored depth and IR must be the grey of the stored RGB)."""
+    from mfas.data.prepare import prepare
+
+    img = cv2.imread(str(SAMPLES / "image_T1.jpg"))
+    grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    cap = tmp_path / "caps" / "live" / "c1"
+    cap.mkdir(parents=True)
+    cv2.imwrite(str(cap / "rgb.png"), img)
+    cv2.imwrite(str(cap / "depth.png"), grey)
+    cv2.imwrite(str(cap / "ir.png"), grey)
+    prepare("folder", tmp_path / "caps", tmp_path / "s", size=64, workers=1, crop={"scale": 1.5})
+    st = open_store(tmp_path / "s")
+    rgb, depth, ir = (np.asarray(st.arrays[m][0]) for m in ("rgb", "depth", "ir"))
+    want = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(int)
+    assert np.abs(depth.astype(int) - want).mean() < 2 and np.array_equal(depth, ir)
