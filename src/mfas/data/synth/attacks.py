@@ -5,9 +5,8 @@ instruments' materials come from the domain profile (``DomainProfile.instrument`
 =================  ==================  =======================  ==============================
 species            depth               NIR                      RGB
 =================  ==================  =======================  ==============================
-``print``          flat or bent sheet; paper bright, only       halftone, compressed range,
-                   worn: a smoothed    carbon ink darkens       paper edge, baked-in lighting
-                   face
+``print``          flat or bent sheet  paper bright, only       halftone, compressed range,
+                                       carbon ink darkens       paper edge, baked-in lighting
 ``replay``         flat screen, holes  no NIR from the panel;   emissive, pixel grid, moire,
                    at the glare        emitter glint on glass   glare, bezel
 ``cut``            sheet + real relief real skin/eyes in holes  print with real eyes
@@ -17,6 +16,8 @@ species            depth               NIR                      RGB
                    no fine relief
 ``mask_flexible``  realistic, edge     silicone darker than     skin-like, less perfusion,
                    step at its rim     skin, textured; seam     seam at the edge
+``mask_paper``     a smoothed face     as print; real eyes      as print, worn over a face;
+                   (paper on a face)   through cut-out holes    the wearer's hair around it
 ``partial``        real face, plane    printed eyes: no dark    printed eyes on glasses
                    over the eyes       pupils; dark frame;      with a frame
                                        emitter glint on lenses
@@ -161,8 +162,6 @@ def attack_print(ident, rng, prof, res, dist, cut=False):
     cap = Capture.sample(rng, prof.max_yaw, prof.max_pitch, prof.crop_jitter)
     src = photo(ident, rng, res)
     vis, nir = printed(src, rng, prof.instrument("print", "carbon"), prof.instrument("print", "halftone"))
-    if not cut and chance(rng, prof, "print", "worn"):
-        return paper_mask(vis, nir, rng, prof, res, dist, cap)
     glossy = rng.random() < 0.3
     bent = rng.random() < prof.instrument("print", "bent")[0]
     z = sheet_z(res, rng, dist + rng.uniform(-0.04, 0.03), bend=rng.uniform(*prof.instrument("print", "bend")) * bent)
@@ -195,10 +194,13 @@ def attack_print(ident, rng, prof, res, dist, cut=False):
     return sheet.over(person, mask), {"glossy": glossy}
 
 
-def paper_mask(vis: np.ndarray, nir: np.ndarray, rng, prof, res: int, dist: float, cap: Capture
-               ) -> tuple[Layer, dict]:
-    """The printed photo worn over an attacker's face: the paper follows the face, smoothed (it cannot follow the
-    eye sockets or the sides of the nose), with eye holes half of the time."""
+def attack_paper_mask(ident, rng, prof, res, dist) -> tuple[Layer, dict]:
+    """A printed photo of the subject worn over an attacker's face (``mask_paper``): the paper follows the face,
+    smoothed (it cannot follow the eye sockets or the sides of the nose), with cut-out eyes
+    (``mask_paper.eye_holes`` of the time); printed with the domain's printer (``print.carbon``, ``halftone``)."""
+    cap = Capture.sample(rng, prof.max_yaw, prof.max_pitch, prof.crop_jitter)
+    src = photo(ident, rng, res)
+    vis, nir = printed(src, rng, prof.instrument("print", "carbon"), prof.instrument("print", "halftone"))
     person, reg = live(Identity.sample(rng), rng, prof, res, dist, cap)
     cover = cv2.dilate((reg["face"] > 0.5).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(np.float32)
     z = cv2.GaussianBlur(person.z, (0, 0), res / 20) - rng.uniform(0.002, 0.005)
@@ -206,10 +208,10 @@ def paper_mask(vis: np.ndarray, nir: np.ndarray, rng, prof, res: int, dist: floa
                   specular=np.full((res, res), 0.03, np.float32), shininess=np.full((res, res), 6.0, np.float32),
                   emit_rgb=np.zeros((res, res, 3), np.float32), depth_ok=np.ones((res, res), bool),
                   normal=normals_from_z(z, res))
-    holes = rng.random() < 0.5
+    holes = bool(rng.random() < prof.instrument("mask_paper", "eye_holes")[0])
     if holes:
         cover = cover * (1 - cv2.dilate((reg["eye"] > 0.2).astype(np.uint8), np.ones((3, 3), np.uint8)))
-    return sheet.over(person, cover), {"worn": True, "eye_holes": holes}
+    return sheet.over(person, cover), {"eye_holes": holes}
 
 
 def attack_replay(ident, rng, prof, res, dist):
@@ -333,4 +335,6 @@ def build_scene(pai: str, ident: Identity, rng: np.random.Generator, prof: Domai
         return attack_mask(ident, rng, prof, res, dist, rigid=pai == "mask_rigid")
     if pai == "partial":
         return attack_partial(ident, rng, prof, res, dist)
+    if pai == "mask_paper":
+        return attack_paper_mask(ident, rng, prof, res, dist)
     raise ValueError(f"SimFAS cannot render PAI species {pai!r}")

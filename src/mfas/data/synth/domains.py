@@ -28,10 +28,11 @@ INSTRUMENTS: dict[str, dict[str, tuple[float, float]]] = {
     # depth camera sees through the glass and returns the frame only)
     "bonafide": {"glasses": (0.0, 0.0)},
     # toner absorbs NIR (carbon black), dye inks hardly at all; depth of the halftone screen; probability that
-    # the sheet is bent and how much (curvature round a vertical axis); probability that it is worn as a paper
-    # mask, draped over the attacker's face (the depth camera then sees a smoothed face, not a sheet)
-    "print": {"carbon": (0.15, 0.6), "halftone": (0.06, 0.16), "bent": (0.4, 0.4), "bend": (0.1, 0.35),
-              "worn": (0.0, 0.0)},
+    # the sheet is bent and how much (curvature round a vertical axis). Paper masks (mask_paper) are printed
+    # with the same printer
+    "print": {"carbon": (0.15, 0.6), "halftone": (0.06, 0.16), "bent": (0.4, 0.4), "bend": (0.1, 0.35)},
+    # a printed face worn over the attacker's: probability of cut-out eyes
+    "mask_paper": {"eye_holes": (0.5, 0.5)},
     # panel brightness; depth of the pixel-grid pattern (low-ppi monitors show it, phones hardly) and of the moire
     "replay": {"brightness": (0.6, 1.1), "grid": (0.05, 0.15), "moire": (0.04, 0.12)},
     # one resin of uniform NIR reflectance; probability of eye holes; how much of the painted features' darkness
@@ -108,7 +109,7 @@ class DomainProfile:
 
 
 BUILTIN_DIR = Path(__file__).with_name("profiles")
-SPECIES = ("bonafide", "print", "replay", "cut", "mask_rigid", "mask_flexible", "partial")
+SPECIES = ("bonafide", "print", "replay", "cut", "mask_rigid", "mask_flexible", "mask_paper", "partial")
 _FIELDS = {f.name: f for f in dataclasses.fields(DomainProfile)}
 _PAIRS = ("jpeg", "exposure", "ambient", "distance", "ir_gain", "wall")
 #: the fields an attack session may change: the scene and its light, not the sensors

@@ -14,7 +14,7 @@ from mfas.data.synth.domains import get_profile
 from mfas.data.synth.generate import SIZE_RANGE, Spec, render
 from mfas.errors import ConfigError, DataError
 
-RENDERED_SPECIES = ("bonafide", "print", "replay", "cut", "mask_rigid", "mask_flexible", "partial")
+RENDERED_SPECIES = ("bonafide", "print", "replay", "cut", "mask_rigid", "mask_flexible", "mask_paper", "partial")
 
 
 def preview_grid(domain: str, species: Sequence[str] = RENDERED_SPECIES, size: int = 112,
