@@ -371,6 +371,9 @@ def test_minifasnet_peer_scores_raw_frames_and_stores_like_a_run(frames: Path, t
                             "--crop-from", str(run), "--workers", "1"])
     assert r.exit_code == 0, r.output
     assert open_store(tmp_path / "s").meta["provenance"]["preprocessing"]["crop"]["scale"] == 2.7
+    r = runner.invoke(app, ["data", "prepare", "folder", "--root", str(frames / "test"), "--out",
+                            str(tmp_path / "t"), "--modalities", "rgb", "--crop-from", str(run), "--crop-scale", "2"])
+    assert r.exit_code == 2 and "--crop-from takes every crop setting from the model" in r.output
     proto = tmp_path / "p.yaml"
     proto.write_text("protocols:\n  - name: mine/peer\n    train: [field:train]\n    tests:\n"
                      "      - name: field\n        parts: [field:test]\n")

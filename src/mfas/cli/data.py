@@ -228,6 +228,11 @@ def _adapter_command(adapter: Adapter) -> TyperCommand:
         from mfas.errors import ConfigError
 
         crop = {"scale": crop_scale, "align": crop_align, "fit": crop_fit, "min_face": min_face} if detect else None
+        changed = [f for f, v, d in (("--crop-scale", crop_scale, 1.5), ("--crop-align", crop_align, False),
+                                     ("--crop-fit", crop_fit, "pad"), ("--min-face", min_face, 32)) if v != d]
+        if crop_from is not None and changed:
+            raise ConfigError(f"{', '.join(changed)}: --crop-from takes every crop setting from the model; give "
+                              "one or the other")
         if crop_from is not None:
             from mfas.engine.io import read_bundle_meta
 
@@ -237,8 +242,6 @@ def _adapter_command(adapter: Adapter) -> TyperCommand:
                                   "store prepared without --detect)")
             detect = True
         elif not detect:
-            changed = [f for f, v, d in (("--crop-scale", crop_scale, 1.5), ("--crop-align", crop_align, False),
-                                         ("--crop-fit", crop_fit, "pad"), ("--min-face", min_face, 32)) if v != d]
             if changed:
                 raise ConfigError(f"{', '.join(changed)}: face-crop settings apply with --detect only")
 
