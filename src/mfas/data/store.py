@@ -687,6 +687,13 @@ class Store:
         h, w = self.meta["image_size"]
         return int(h), int(w)
 
+    @property
+    def crop(self) -> dict | None:
+        """The face-crop policy the store was prepared with (``prepare --detect``), as recorded; None without."""
+        pre = (self.meta.get("provenance") or {}).get("preprocessing") or {}
+        crop = pre.get("crop") if isinstance(pre, dict) else None
+        return crop if isinstance(crop, dict) else None
+
     def column(self, name: str) -> np.ndarray:
         if name not in self._columns:
             raise StoreError(f"{self.path}: no manifest column {name!r}")

@@ -67,9 +67,7 @@ def calibrate(run: str | Path, data: str | Path, policy: str, splits: Sequence[s
 
 def _check_preparation(meta: dict, store, where: Path) -> None:
     """Calibration captures must be prepared as the training data were: the same face-crop policy."""
-    pre = meta["preprocessing"]
-    store_pre = ((store.meta.get("provenance") or {}).get("preprocessing") or {})
-    want, have = pre.get("crop"), store_pre.get("crop") if isinstance(store_pre, dict) else None
+    want, have = meta["preprocessing"].get("crop"), store.crop
     if want != have:
         def say(c: dict | None) -> str:
             return "no face crop" if not c else f"face crop scale {c.get('scale')}, align {c.get('align')}"

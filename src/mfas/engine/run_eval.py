@@ -64,9 +64,7 @@ def capture_preprocessing(protocol: Protocol, stores) -> dict:
     seen = set()
     for key in dict.fromkeys(ref.store for ref in protocol.train):
         store = stores.get(key)
-        pre = (store.meta.get("provenance") or {}).get("preprocessing") or {}
-        crop = pre.get("crop") if isinstance(pre, dict) else None
-        seen.add((tuple(store.image_size), json.dumps(crop, sort_keys=True)))
+        seen.add((tuple(store.image_size), json.dumps(store.crop, sort_keys=True)))
     if len(seen) != 1:
         return {}
     size, crop = next(iter(seen))
