@@ -1,20 +1,37 @@
-"""Data layer: the sample schema, the store, transforms, samplers and the SimFAS generator."""
+"""Data layer: the sample schema, the store, transforms, samplers and the SimFAS generator.
 
-from mfas.data.dataset import StoreDataset
-from mfas.data.info import store_info
-from mfas.data.samplers import GroupBalancedBatchSampler, class_balanced, class_domain_balanced
-from mfas.data.schema import Sample
-from mfas.data.store import BuildReport, Store, StoreWriter, open_store
+The names below are imported on first use, so that ``mfas.data.images`` and ``mfas.data.faces`` (numpy and
+OpenCV only) can be used by the inference package without importing torch.
+"""
 
-__all__ = [
-    "BuildReport",
-    "GroupBalancedBatchSampler",
-    "Sample",
-    "Store",
-    "StoreDataset",
-    "StoreWriter",
-    "class_balanced",
-    "class_domain_balanced",
-    "open_store",
-    "store_info",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "StoreDataset": "mfas.data.dataset",
+    "store_info": "mfas.data.info",
+    "GroupBalancedBatchSampler": "mfas.data.samplers",
+    "class_balanced": "mfas.data.samplers",
+    "class_domain_balanced": "mfas.data.samplers",
+    "Sample": "mfas.data.schema",
+    "BuildReport": "mfas.data.store",
+    "Store": "mfas.data.store",
+    "StoreWriter": "mfas.data.store",
+    "open_store": "mfas.data.store",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mfas.data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

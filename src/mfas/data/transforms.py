@@ -165,8 +165,10 @@ def train_transform(size: tuple[int, int], stats: Mapping | None = None) -> Comp
 
 
 def eval_transform(size: tuple[int, int], stats: Mapping | None = None) -> Compose:
-    """Deterministic evaluation pipeline: resize, float, normalise."""
-    steps: list = [Resize(size), ToFloat()]
+    """Deterministic evaluation pipeline: float, resize, normalise. The resize works on float images (not on
+    uint8, whose antialiased kernel rounds in fixed point) so that :mod:`mfas.inference.preprocess` reproduces
+    it in numpy to 1e-6."""
+    steps: list = [ToFloat(), Resize(size)]
     if stats:
         steps.append(Normalize(stats))
     return Compose(steps)
