@@ -38,6 +38,8 @@ from mfas.engine.io import (
 )
 from mfas.engine.predict import predict_folders
 from mfas.errors import ConfigError, DataError, MfasError
+from mfas.inference import bundle as bundle_mod
+from mfas.inference import torch_model as torch_model_mod
 from mfas.models import create_model
 
 TINY = {"img_size": 32, "embed_dim": 32, "depth": 1, "num_heads": 2}
@@ -529,7 +531,7 @@ def test_read_bundle_meta_bad_files(bundle: Path, content: bytes, culprit: str):
 
 
 def test_read_bundle_meta_too_large(bundle: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(bio, "MAX_META_BYTES", 1000)
+    monkeypatch.setattr(bundle_mod, "MAX_META_BYTES", 1000)
     api_error(lambda: read_bundle_meta(bundle), [str(bundle / "model.json"), "more than a model.json can have"],
               [bundle], DataError)
 
@@ -662,7 +664,7 @@ def _check_refusal(d: Path, meta: object, real_builds: list[int], n_values: int)
         raise AssertionError(f"{type(e).__name__}: {e}") from e
     assert time.perf_counter() - t < 10
     # never a large allocation: a model is only ever built for real when its size fits the weights file
-    assert all(n <= n_values + bio.NON_STATE_SLACK for n in real_builds), real_builds
+    assert all(n <= n_values + bundle_mod.NON_STATE_SLACK for n in real_builds), real_builds
 
 
 @pytest.fixture(scope="module")
@@ -675,7 +677,7 @@ def fuzz_bundle(tmp_path_factory: pytest.TempPathFactory):
 def watched_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Sizes (parameters + buffers) of every model load_bundle builds off the meta device."""
     sizes: list[int] = []
-    real = bio.create_model
+    real = torch_model_mod.create_model
 
     def spy(name: str, **kw: object):
         m = real(name, **kw)
@@ -683,7 +685,7 @@ def watched_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
             sizes.append(sum(t.numel() for t in [*m.parameters(), *m.buffers()]))
         return m
 
-    monkeypatch.setattr(bio, "create_model", spy)
+    monkeypatch.setattr(torch_model_mod, "create_model", spy)
     return sizes
 
 

@@ -13,7 +13,7 @@ from engine_helpers import tiny_config
 from mfas.cli.main import app
 from mfas.data import open_store
 from mfas.engine.gradcam import grad_cam
-from mfas.engine.predict import Predictor
+from mfas.engine.predict import Predictor, model_transform
 from mfas.engine.resolve import run_stores
 from mfas.engine.samples import find_samples
 from mfas.engine.tsne import final_features, modal_features, tsne_dataset
@@ -41,7 +41,8 @@ def _ids(store: Path, n: int, domain: str = "W") -> list[str]:
 
 def test_grad_cam_maps_are_per_modality_in_unit_range(run: Path, sim_store: Path):
     pred = Predictor(run)
-    items = [pred.transform(dict(raw)) for _, raw in find_samples(run_stores(run), _ids(sim_store, 2))]
+    transform = model_transform(pred.model)
+    items = [transform(dict(raw)) for _, raw in find_samples(run_stores(run), _ids(sim_store, 2))]
     batch = {k: torch.stack([it[k] for it in items]) for k in ("rgb", "depth", "ir", "present", "label")}
     maps = grad_cam(pred.model, batch)
     assert set(maps) == {"rgb", "depth", "ir"}

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from mfas.conventions import MODALITIES
-from mfas.engine.predict import Predictor
+from mfas.data.transforms import Compose
+from mfas.engine.predict import Predictor, model_transform
 from mfas.engine.resolve import safe_name
 from mfas.engine.samples import batch_of_one, find_samples
 from mfas.errors import MfasError
@@ -58,8 +59,8 @@ def grad_cam(model: PadModel, batch: dict, target: int = 1) -> dict[str, torch.T
 
 
 def _display(t: torch.Tensor) -> np.ndarray:
-    a = t.float().numpy()
-    return a.transpose(1, 2, 0) / 255.0 if a.shape[0] == 3 else a[0] / 255.0
+    a = t.float().numpy().clip(0, 1)  # [0, 1] floats at the model's input size
+    return a.transpose(1, 2, 0) if a.shape[0] == 3 else a[0]
 
 
 def explain_samples(run: Path, sample_ids: Sequence[str], out: Path, stores: StoreSet) -> list[Path]:
@@ -72,14 +73,16 @@ def explain_samples(run: Path, sample_ids: Sequence[str], out: Path, stores: Sto
     import matplotlib.pyplot as plt
 
     pred = Predictor(run)
+    transform = model_transform(pred.model)
+    geometry = Compose(transform.steps[:2])  # ToFloat, Resize (not normalised): what the model saw
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for (_, raw), sid in zip(find_samples(stores, sample_ids), sample_ids, strict=True):
-        batch = batch_of_one(pred.transform(dict(raw)))
+        batch = batch_of_one(transform(dict(raw)))
         maps = grad_cam(pred.model, batch)
         with torch.no_grad():
             score = float(pred.model(batch).score[0])
-        resized = pred.transform.steps[0](dict(raw))  # geometry only: what the model saw, in display units
+        resized = geometry(dict(raw))
         mods = [m for m in MODALITIES if m in maps]
         fig, axes = plt.subplots(2, len(mods), figsize=(3 * len(mods), 6.2), squeeze=False)
         safe = safe_name(sid)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from mfas.data import StoreDataset
-from mfas.engine.predict import Predictor
+from mfas.engine.predict import Predictor, model_transform
 from mfas.engine.resolve import resolve_protocol, run_config
 from mfas.engine.samples import batch_of_one
 from mfas.errors import MfasError
@@ -24,11 +24,12 @@ def _features(pred: Predictor, ds: StoreDataset, limit: int, keys: Sequence[str]
     batch-dependent modes see no other sample), with their labels and domains."""
     pred.model.require_features(keys, purpose)
     feats: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    transform = model_transform(pred.model)
     labels, domains = [], []
     with torch.no_grad():
         for k in range(min(limit, len(ds))):
             raw = ds[k]
-            item = pred.transform(raw)
+            item = transform(raw)
             f = pred.model(batch_of_one(item)).features
             for key in keys:
                 feats[key].append(f[key][0].float().numpy())
