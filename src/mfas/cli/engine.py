@@ -110,6 +110,32 @@ def calibrate_cmd(run: Path = typer.Argument(..., help="A trained run folder or 
 
 
 @friendly_errors
+def export_cmd(run: Path = typer.Argument(..., help="A trained run folder or bundle."),
+               format_: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
+               int8: bool = typer.Option(False, "--int8", help="Also write a dynamically quantised int8 copy "
+                                                              "(model.int8.onnx) and measure its score change."),
+               opset: int = typer.Option(18, "--opset", min=18, max=23, help="ONNX operator set.")) -> None:
+    """Export the bundle's model to ONNX (dynamic batch axis) beside its weights, checked against torch, and
+    record it in model.json; then predict --backend onnx (or onnx-int8) and mfas.load(..., backend="onnx")
+    run it with onnxruntime, without torch."""
+    from mfas.errors import ConfigError
+
+    if format_ != "onnx":
+        raise ConfigError(f"--format: only onnx is supported, got {format_!r}")
+    from mfas.engine.export import export_onnx
+
+    with console.status("exporting (tracing the model takes a few seconds to a minute)"):
+        r = export_onnx(run, int8=int8, opset=opset)
+    console.print(f"wrote {run / r['fp32']['file']} (opset {r['opset']}; inputs {', '.join(r['inputs'])}; "
+                  f"max |score - torch| {r['fp32']['parity_max_abs']:.1e})",
+                  highlight=False, markup=False, soft_wrap=True)
+    if "int8" in r:
+        console.print(f"wrote {run / r['int8']['file']} (int8; max |score - torch| "
+                      f"{r['int8']['parity_max_abs']:.1e} on random inputs: measure it on your data)",
+                      highlight=False, markup=False, soft_wrap=True)
+
+
+@friendly_errors
 def report_cmd(runs: list[Path] = typer.Argument(..., help="One or more runs."),
                out: Path = typer.Option(None, help="Folder for report.md and plots (default: the single run)."),
                bootstrap: int = typer.Option(None, "--bootstrap", min=0,
@@ -154,7 +180,11 @@ def predict_cmd(bundle: Path = typer.Argument(..., help="Run folder or bundle (m
                 threshold: float = typer.Option(
                     None, "--threshold",
                     help="Decide at this score instead of the bundle's threshold (see mfas calibrate to store "
-                         "one).")) -> None:
+                         "one)."),
+                backend: str = typer.Option(
+                    "torch", "--backend",
+                    help="torch (the weights), onnx or onnx-int8 (the bundle's export from mfas export; "
+                         "onnxruntime, no torch needed).")) -> None:
     """Score new captures: one presentation (--rgb/--depth/--ir) or folders (--rgb-dir ...) into a CSV.
 
     A model trained on a store prepared with --detect finds the face in RGB and crops it (from depth and IR too)
@@ -162,15 +192,15 @@ def predict_cmd(bundle: Path = typer.Argument(..., help="Run folder or bundle (m
     from rich.markup import escape
 
     import mfas
-    from mfas.engine.io import atomic_write_json, check_output_file
-    from mfas.engine.predict import (
+    from mfas.errors import ConfigError, DataError
+    from mfas.fs import atomic_write_json, check_output_file
+    from mfas.inference.folders import (
         PREDICTION_COLUMNS,
         folder_metrics,
         match_folders,
         predict_folders,
         write_predictions,
     )
-    from mfas.errors import ConfigError, DataError
 
     images = {"rgb": rgb, "depth": depth, "ir": ir}
     dirs = {m: d for m, d in {"rgb": rgb_dir, "depth": depth_dir, "ir": ir_dir}.items() if d is not None}
@@ -184,7 +214,7 @@ def predict_cmd(bundle: Path = typer.Argument(..., help="Run folder or bundle (m
         for flag, given in (("--out", out is not None), ("--overwrite", overwrite), ("--allow-missing", allow_missing)):
             if given:
                 raise ConfigError(f"{flag} is for folder input (--rgb-dir ...); a single presentation is printed")
-        p = mfas.load(bundle, threshold=threshold)
+        p = mfas.load(bundle, threshold=threshold, backend=backend)
         for r in p.predict_all(**images, largest_only=not all_faces):
             where = "" if r.face is None else " face at x={:.0f} y={:.0f} {:.0f}x{:.0f}:".format(*r.face.box)
             if r.score is None:
@@ -197,7 +227,7 @@ def predict_cmd(bundle: Path = typer.Argument(..., help="Run folder or bundle (m
         return
     out = check_output_file(out if out is not None else Path("predictions.csv"), "--out", overwrite)
     inputs, skipped, labels = match_folders(dirs, out)
-    p = mfas.load(bundle, threshold=threshold)
+    p = mfas.load(bundle, threshold=threshold, backend=backend)
     rows = predict_folders(p, inputs, dirs, allow_missing, all_faces, labels)
     write_predictions(out, rows)
     err = PREDICTION_COLUMNS.index("error")

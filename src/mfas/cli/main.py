@@ -8,7 +8,16 @@ from mfas import __version__
 from mfas.cli import data, protocols
 from mfas.cli.check import check_cmd
 from mfas.cli.demo import demo_cmd
-from mfas.cli.engine import calibrate_cmd, evaluate_cmd, models_app, peer_app, predict_cmd, report_cmd, train_cmd
+from mfas.cli.engine import (
+    calibrate_cmd,
+    evaluate_cmd,
+    export_cmd,
+    models_app,
+    peer_app,
+    predict_cmd,
+    report_cmd,
+    train_cmd,
+)
 from mfas.cli.explain import explain_cmd, tsne_cmd
 
 app = typer.Typer(
@@ -28,6 +37,7 @@ app.command("evaluate")(evaluate_cmd)
 app.command("report")(report_cmd)
 app.command("predict")(predict_cmd)
 app.command("calibrate")(calibrate_cmd)
+app.command("export")(export_cmd)
 app.command("explain")(explain_cmd)
 app.command("tsne")(tsne_cmd)
 app.command("demo")(demo_cmd)

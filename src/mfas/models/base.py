@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mfas.conventions import MODALITIES
-from mfas.errors import MfasError
+from mfas.errors import ConfigError, MfasError
 
 #: CLIP-style and ImageNet-style statistics are per modality; grey depth/IR use one channel.
 IMAGENET = {"rgb": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), "depth": ((0.5,), (0.5,)), "ir": ((0.5,), (0.5,))}
@@ -146,8 +146,30 @@ class PadModel(nn.Module):
                 parts.append((name, list(child.parameters()), name not in train_only))
         return parts
 
+    def export_view(self) -> nn.Module:
+        """A module ``(rgb, depth, ir, present) -> score`` for ONNX export: the model's inference forward with
+        positional tensors (``rgb`` (B, 3, H, W), ``depth`` and ``ir`` (B, 1, H, W) normalised, ``present``
+        (B, 3) bool) and the (B,) P(bona fide) as output. Models whose inference cannot be written as one graph
+        of fixed structure override this to raise a :class:`~mfas.errors.ConfigError` that says why."""
+        if getattr(self, "inference_only", False):
+            raise ConfigError(f"{self.config.get('name', type(self).__name__)}: an inference-only wrapper of a "
+                              "released model; it is not exported")
+        return ScoreView(self)
+
     def preprocessing(self) -> dict:
         """Everything an inference bundle needs to prepare inputs for this model."""
         return {"input_size": list(self.input_size), "modalities": list(self.modalities),
                 "norm": {m: {"mean": list(self.norm_stats[m][0]), "std": list(self.norm_stats[m][1])}
                          for m in self.modalities}}
+
+
+class ScoreView(nn.Module):
+    """``model`` as ``(rgb, depth, ir, present) -> (B,) score``: the signature of an exported graph."""
+
+    def __init__(self, model: PadModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, rgb: torch.Tensor, depth: torch.Tensor, ir: torch.Tensor, present: torch.Tensor
+                ) -> torch.Tensor:
+        return self.model({"rgb": rgb, "depth": depth, "ir": ir, "present": present}).score

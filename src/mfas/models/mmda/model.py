@@ -119,9 +119,8 @@ class MMDA(PadModel):
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         present = self.present(batch, modality)
-        if not bool(present.all()):
-            black = torch.full_like(x, -_MEAN / _STD)
-            x = torch.where(present[:, None, None, None], x, black)
+        # unconditional (no branch on the data), so that the exported graph has the same structure for any mask
+        x = torch.where(present[:, None, None, None], x, torch.full_like(x, -_MEAN / _STD))
         return self.clip.encode_image(x)
 
     def text_features(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -160,8 +159,13 @@ class MMDA(PadModel):
     # -- forward ----------------------------------------------------------------------------------------
     def forward(self, batch: dict) -> ModelOutput:
         tokens = torch.stack([self.encode(batch, m) for m in MODALITIES], dim=1)  # (B, 3, D)
-        v0, aux = self.md2a(tokens, self.partners(batch, tokens))
         spoof0, live0 = self.text_features()
+        return self.head(batch, tokens, self.partners(batch, tokens), spoof0, live0)
+
+    def head(self, batch: dict, tokens: torch.Tensor, partners: torch.Tensor, spoof0: torch.Tensor,
+             live0: torch.Tensor) -> ModelOutput:
+        """Everything after the image towers: tokens and partners (B, 3, D), prompt embeddings (Ns, D), (Nl, D)."""
+        v0, aux = self.md2a(tokens, partners)
         vis, sp, lv, aux_u = self.udsa(v0, spoof0, live0)
         logits, aux_c = self.classifier(vis[-1])
         scale = self.clip.logit_scale.exp()
@@ -171,6 +175,16 @@ class MMDA(PadModel):
                  "present": torch.stack([self.present(batch, m) for m in MODALITIES], 1)}
         feats.update({f"cls_{m}": tokens[:, i] for i, m in enumerate(MODALITIES)})
         return ModelOutput(logits=logits, features=feats)
+
+    def export_view(self) -> nn.Module:
+        """The clean-mode inference graph with the prompt embeddings folded in as constants. ``official`` is
+        refused: its partner is another sample of the batch and its expert routing is random at inference."""
+        if self.compat == "official":
+            from mfas.errors import ConfigError
+
+            raise ConfigError("mmda with compat: official is not exported: its scores depend on the rest of the "
+                              "batch and its inference routing is random; export a compat: clean model")
+        return _MMDAExport(self)
 
     def losses(self, batch: dict, output: ModelOutput) -> dict[str, torch.Tensor]:
         """L = CE(cls, y~) + sum over levels of CE(RS2, y~) + prompt-anchor CE + MoE auxiliary losses, all
@@ -200,3 +214,25 @@ class MMDA(PadModel):
                 ("clip.text", self.text_parameters(), True), ("clip.logit_scale", scale, True),
                 ("md2a", list(self.md2a.parameters()), True), ("udsa", list(self.udsa.parameters()), True),
                 ("classifier", list(self.classifier.parameters()), True)]
+
+
+class _MMDAExport(nn.Module):
+    """MMDA (clean, eval) as ``(rgb, depth, ir, present) -> score`` with t_0 as buffers and the partner rule
+    fixed at export time (``reference`` when a running mean was learnt and asked for, else the sample itself)."""
+
+    def __init__(self, model: MMDA):
+        super().__init__()
+        self.model = model.eval()
+        with torch.no_grad():
+            spoof, live = model.text_features()
+        self.register_buffer("spoof0", spoof.detach().clone())
+        self.register_buffer("live0", live.detach().clone())
+        self.use_reference = model.partner_eval == "reference" and int(model.reference_seen) > 0
+
+    def forward(self, rgb: torch.Tensor, depth: torch.Tensor, ir: torch.Tensor, present: torch.Tensor
+                ) -> torch.Tensor:
+        batch = {"rgb": rgb, "depth": depth, "ir": ir, "present": present}
+        m = self.model
+        tokens = torch.stack([m.encode(batch, k) for k in MODALITIES], dim=1)
+        partners = m.reference.to(tokens.dtype).expand_as(tokens) if self.use_reference else tokens
+        return m.head(batch, tokens, partners, self.spoof0, self.live0).score
