@@ -19,8 +19,22 @@ console = Console(emoji=False)
 err_console = Console(stderr=True, emoji=False)
 
 
+# the extra that installs each optional package (pyproject.toml): the core installs inference only
+EXTRAS = {"torch": "torch", "torchvision": "torch", "timm": "torch", "open_clip": "torch", "lightning": "train",
+          "sklearn": "train", "matplotlib": "train", "tensorboard": "train", "tqdm": "train", "onnx": "train",
+          "onnxscript": "train", "onnxruntime": "infer", "h5py": "hdf5"}
+
+
+def missing_extra(e: ModuleNotFoundError) -> str | None:
+    """The line that tells which ``pip install 'mfas[...]'`` provides a missing optional package, if it is one."""
+    top = (e.name or "").split(".")[0]
+    if top not in EXTRAS:
+        return None
+    return f"this needs {top}, which the core install leaves out: pip install 'mfas[{EXTRAS[top]}]'"
+
+
 def friendly_errors(fn: Callable) -> Callable:
-    """Turn mfas' own errors into one red line and exit status 2."""
+    """Turn mfas' own errors, and a missing optional package, into one red line and exit status 2."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -28,6 +42,12 @@ def friendly_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except MfasError as e:
             err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except ModuleNotFoundError as e:
+            line = missing_extra(e)
+            if line is None:
+                raise
+            err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
