@@ -449,6 +449,127 @@ def mmda_rate(args: argparse.Namespace) -> dict:
     return out
 
 
+def _timed_ms(fn: Callable[[], object], reps: int, warm: int = 3) -> dict:
+    for _ in range(warm):
+        fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return {"ms_median": 1e3 * float(np.median(times)), "ms_p90": 1e3 * float(np.percentile(times, 90))}
+
+
+@bench("latency")
+def latency(args: argparse.Namespace) -> dict:
+    """Batch-1 latency of full-size models (random weights, their default input size, every modality they take)
+    through the inference backends: torch, ONNX fp32 and ONNX int8 (onnxruntime, dynamic int8 MatMul/Gemm). Timed on one
+    prepared capture (the model call; decoding and detection excluded) and end to end from a 224x224 uint8
+    capture (preprocessing + model, no detection). Ratios are to torch in the same run."""
+    import torch
+
+    from mfas.engine.export import export_onnx
+    from mfas.engine.io import save_bundle
+    from mfas.inference.predictor import Predictor
+    from mfas.models import create_model
+
+    out: dict = {"torch_threads": torch.get_num_threads(),
+                 "ort_threads": int(os.environ.get("MFAS_ORT_THREADS", 0) or 0) or "onnxruntime default"}
+    rng = np.random.default_rng(0)
+    for name in [n for n in args.latency_models.split(",") if n]:
+        tmp = Path(tempfile.mkdtemp(prefix="mfas-bench-"))
+        try:
+            torch.manual_seed(0)
+            model = create_model(name).eval()
+            mods, params = model.modalities, sum(p.numel() for p in model.parameters()) / 1e6
+            size = "x".join(map(str, model.input_size))
+            save_bundle(tmp, model, {"threshold": {"value": 0.5, "policy": "fixed:0.5"}})
+            del model
+            t = time.perf_counter()
+            record = export_onnx(tmp, int8=True)
+            res: dict = {"input_size": size, "params_m": params, "export_s": time.perf_counter() - t,
+                         "onnx_mb": (tmp / record["fp32"]["file"]).stat().st_size / 2**20,
+                         "int8_mb": (tmp / record["int8"]["file"]).stat().st_size / 2**20,
+                         "int8_parity_max_abs": record["int8"]["parity_max_abs"]}
+            h = w = 224
+            cap = {m: rng.integers(0, 256, (h, w, 3) if m == "rgb" else (h, w), dtype=np.uint8) for m in mods}
+            for backend in ("torch", "onnx", "onnx-int8"):
+                p = Predictor(tmp, backend=backend)
+                item = p.inputs(cap)
+                res[backend] = {"model": _timed_ms(lambda p=p, item=item: p.score_inputs([item]), args.latency_reps),
+                                "end_to_end": _timed_ms(lambda p=p, cap=cap: p.score_inputs([p.inputs(cap)]),
+                                                        args.latency_reps)}
+                del p
+            base = res["torch"]["model"]["ms_median"]
+            res["speedup_vs_torch"] = {b: base / res[b]["model"]["ms_median"] for b in ("onnx", "onnx-int8")}
+            out[name] = res
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def backend_accuracy(run: Path, store_path: Path) -> dict:
+    """A run's first test set scored by torch, ONNX fp32 and ONNX int8 (exported now if the run has no int8
+    export): AUC, APCER/BPCER/HTER at the bundle's threshold, the largest score change against torch and the
+    decisions that flip. The samples are read from ``store_path`` by the ids of the run's score file."""
+    from mfas.data import open_store
+    from mfas.engine.evaluation import read_scores
+    from mfas.engine.export import export_onnx
+    from mfas.inference.predictor import Predictor
+    from mfas.metrics import roc_auc
+
+    meta = json.loads((run / "model.json").read_text())
+    if "int8" not in (meta.get("onnx") or {}) or meta["onnx"].get("weights_sha256") != meta["weights_sha256"]:
+        export_onnx(run, int8=True)
+        meta = json.loads((run / "model.json").read_text())
+    store = open_store(store_path)
+    ids = {sid: i for i, sid in enumerate(store.column("sample_id"))}
+    thr = meta["threshold"]["value"]
+    target = next(iter(json.loads((run / "metrics.json").read_text())["tests"]))
+    sc = read_scores(run / "scores" / f"{target}.csv")
+    label = sc["label"]
+    res: dict = {"test": target, "test_samples": len(label), "threshold": thr,
+                 "threshold_policy": meta["threshold"]["policy"]}
+    scores = {}
+    for backend in ("torch", "onnx", "onnx-int8"):
+        p = Predictor(run, backend=backend)
+        items = [p.inputs({m: np.array(store.arrays[m][ids[sid]]) for m in p.modalities}) for sid in sc["sample_id"]]
+        s = np.concatenate([p.score_inputs(items[k:k + 32]) for k in range(0, len(items), 32)])
+        scores[backend] = s
+        apcer, bpcer = float(np.mean(s[label == 0] >= thr)), float(np.mean(s[label == 1] < thr))
+        res[backend] = {"auc": roc_auc(label, s), "apcer": apcer, "bpcer": bpcer, "hter": (apcer + bpcer) / 2}
+    res["torch_vs_score_file_max_abs"] = float(np.abs(scores["torch"] - sc["score"]).max())
+    for b in ("onnx", "onnx-int8"):
+        res[b]["score_change_max_abs"] = float(np.abs(scores[b] - scores["torch"]).max())
+        res[b]["decisions_flipped"] = int(np.sum((scores[b] >= thr) != (scores["torch"] >= thr)))
+    return res
+
+
+@bench("int8")
+def int8_accuracy(args: argparse.Namespace) -> dict:
+    """What int8 costs in accuracy: small models trained inside SimFAS domain W (the demo's recipe), exported,
+    and the test set scored by torch, ONNX fp32 and ONNX int8 (:func:`backend_accuracy`). With ``--int8-runs
+    RUN=STORE,...`` the given trained runs are measured instead (nothing is trained)."""
+    if args.int8_runs:
+        return {run: backend_accuracy(Path(run), Path(store))
+                for run, store in (x.split("=", 1) for x in args.int8_runs.split(",") if x)}
+    from mfas.cli.demo import IN_DOMAIN, demo_config
+    from mfas.data.synth import generate_store
+    from mfas.engine.config import validate_config
+    from mfas.engine.train import train
+
+    tmp = Path(tempfile.mkdtemp(prefix="mfas-bench-"))
+    try:
+        generate_store(tmp / "sim", per_domain=args.int8_per_domain, size=64, seed=0)
+        out: dict = {"store": f"SimFAS, {args.int8_per_domain} samples per domain, 64x64", "protocol": IN_DOMAIN}
+        for name in [n for n in args.int8_models.split(",") if n]:
+            run = train(validate_config(demo_config(tmp, tmp / "sim", args.int8_epochs, 0, 64, name, IN_DOMAIN)))
+            out[name] = {"epochs": args.int8_epochs, **backend_accuracy(run, tmp / "sim")}
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def table(results: dict) -> str:
     lines = ["| benchmark | figure | value |", "|---|---|---|"]
     for name, res in results["benchmarks"].items():
@@ -484,6 +605,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prepare-videos", type=int, default=100, help="videos (x 3 frames) in the prepare benchmark")
     p.add_argument("--prepare-workers", default="1,2", help="worker counts to time in the prepare benchmark")
     p.add_argument("--mmda-reps", type=int, default=10, help="timed batch-1 inferences in the MMDA benchmark")
+    p.add_argument("--latency-models", default="mmfas,cnn-concat,vit-concat,mmda",
+                   help="models of the latency benchmark (registered names)")
+    p.add_argument("--latency-reps", type=int, default=30, help="timed batch-1 calls per backend")
+    p.add_argument("--int8-models", default="mmfas-tiny,cnn-concat-tiny", help="models of the int8 benchmark")
+    p.add_argument("--int8-epochs", type=int, default=8, help="training epochs in the int8 benchmark")
+    p.add_argument("--int8-per-domain", type=int, default=400, help="SimFAS samples per domain (int8)")
+    p.add_argument("--int8-runs", default="", help="int8: measure these trained runs instead, RUN=STORE,...")
     args = p.parse_args(argv)
     names = [n for n in args.only.split(",") if n] or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
