@@ -22,7 +22,8 @@ err_console = Console(stderr=True, emoji=False)
 # the extra that installs each optional package (pyproject.toml): the core installs inference only
 EXTRAS = {"torch": "torch", "torchvision": "torch", "timm": "torch", "open_clip": "torch", "lightning": "train",
           "sklearn": "train", "matplotlib": "train", "tensorboard": "train", "tqdm": "train", "onnx": "train",
-          "onnxscript": "train", "onnxruntime": "infer", "h5py": "hdf5"}
+          "onnxscript": "train", "onnxruntime": "infer", "h5py": "hdf5",
+          "fastapi": "serve", "uvicorn": "serve", "starlette": "serve"}
 
 
 def missing_extra(e: ModuleNotFoundError) -> str | None:

@@ -19,6 +19,7 @@ from mfas.cli.engine import (
     train_cmd,
 )
 from mfas.cli.explain import explain_cmd, tsne_cmd
+from mfas.cli.serve import serve_cmd
 
 app = typer.Typer(
     name="mfas",
@@ -42,6 +43,7 @@ app.command("explain")(explain_cmd)
 app.command("tsne")(tsne_cmd)
 app.command("demo")(demo_cmd)
 app.command("check")(check_cmd)
+app.command("serve")(serve_cmd)
 
 
 def _version(value: bool) -> None:

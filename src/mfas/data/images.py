@@ -352,12 +352,18 @@ def read_image(path: str | Path, modality: str) -> np.ndarray:
         raw = np.fromfile(p, dtype=np.uint8)
     except OSError as e:
         raise DataError(p, f"cannot read the file: {e.strerror or e}") from None
-    img = decode_image(raw, p)
+    return decode_modality(raw, modality, p)
+
+
+def decode_modality(raw: bytes | np.ndarray, modality: str, where: object = "<bytes>") -> np.ndarray:
+    """An encoded image (the bytes of a file or an upload) as ``modality``, exactly as :func:`read_image` reads
+    the same bytes from disk: H x W x 3 RGB for ``rgb``, H x W otherwise; the limits checked on the header."""
+    img = decode_image(raw, where)
     if img.ndim == 3 and img.shape[2] == 4:
         img = img[..., :3]
     if img.ndim == 3 and img.shape[2] == 3:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    return conform(img, modality, p)
+    return conform(img, modality, where)
 
 
 def conform(img: np.ndarray, modality: str, where: object = "<array>") -> np.ndarray:
