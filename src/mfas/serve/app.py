@@ -156,7 +156,8 @@ class Service:
         try:
             items, used = self.predictor.prepare(largest_only=not all_faces, **arrays)
         except MfasError as e:
-            raise ApiError(422 if "modalit" in str(e) or "size" in str(e) else 400, "bad_input", str(e)) from None
+            # the images decoded: what is left is their fit to the model (modalities, sizes)
+            raise ApiError(422, "bad_input", str(e)) from None
         return items[: self.settings.max_faces], used
 
     def log_captures(self, request_id: str, images: dict[str, tuple[bytes, str]]) -> None:
