@@ -7,7 +7,9 @@ Measured on one CUDA device:
   latency at batch 1 and throughput at batch 128.
 - ``mmda``: full-size MMDA (CLIP ViT-B/16 + adapters, random weights) training samples/s at the
   released recipe's micro-batch 3 x 8 accumulation and at micro-batch 24 x 3 (the same effective
-  72), for each ``compat`` mode; batch-1 inference latency with and without the text-feature cache.
+  72), for each ``compat`` mode, and in official mode also along the released compute path (text tower
+  re-encoded over 77 positions in every micro-batch, one image pass per modality); batch-1 inference latency
+  with and without the text-feature cache.
 
 FLOPs are counted by torch's FlopCounterMode (matmuls, convolutions and attention), forward +
 backward for training. Writes ``gpu-<stamp>.json`` and ``.md`` under ``--out``.
@@ -26,7 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import _flatten, _flops, _mm_batch
+from run import _flatten, _flops, _mm_batch, use_path
 
 
 def _to(x: dict, device: torch.device) -> dict:
@@ -55,8 +57,9 @@ def matmul_bf16(device: torch.device, n: int = 8192, reps: int = 10) -> dict:
 
 
 def _train(model, batches: list[dict], accum: int, steps: int, device: torch.device) -> dict:
-    """Optimiser steps of ``accum`` micro-batches each under bf16 autocast; median seconds per optimiser
-    step after two warm-up steps, samples/s, FLOPs and peak memory."""
+    """Optimiser steps of ``accum`` micro-batches each under bf16 autocast, each micro-batch told where the step
+    begins and ends, as the engine does (MMDA then runs its text tower once per step); median seconds per optimiser
+    step after two warm-up steps, samples/s, FLOPs of a whole step and peak memory."""
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True)
     model.train()
 
@@ -67,19 +70,19 @@ def _train(model, batches: list[dict], accum: int, steps: int, device: torch.dev
 
     def step() -> None:
         for i in range(accum):
+            model.accumulation_phase(i == 0, i == accum - 1)
             micro(batches[i % len(batches)])
         opt.step()
         opt.zero_grad(set_to_none=True)
 
     for _ in range(2):
         step()
-    flops_micro = _flops(lambda: micro(batches[0]))
-    opt.zero_grad(set_to_none=True)
+    flops_step = _flops(step)
     torch.cuda.reset_peak_memory_stats(device)
     dt = float(np.median(_cuda_timed(step, steps)))
     per_step = sum(len(b["label"]) for b in (batches[i % len(batches)] for i in range(accum)))
     return {"micro_batch": len(batches[0]["label"]), "accumulation": accum, "samples_per_step": per_step,
-            "step_s": dt, "samples_per_s": per_step / dt, "tflops": accum * flops_micro / dt / 1e12,
+            "step_s": dt, "samples_per_s": per_step / dt, "tflops": flops_step / dt / 1e12,
             "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30}
 
 
@@ -130,15 +133,19 @@ def bench_mmda(device: torch.device, steps: int, reps: int) -> dict:
                 x["label"] = (torch.arange(mb, device=device) + k) % 2
                 xs.append(x)
             out[f"{compat}_train_mb{mb}x{accum}"] = _train(model, xs, accum, steps, device)
+            if compat == "official":  # the released compute path on the same weights, for the speed-up
+                use_path(model, "released")
+                out[f"official_released_path_mb{mb}x{accum}"] = _train(model, xs, accum, steps, device)
+                use_path(model, "mfas")
         if compat == "clean":
             x1 = _to(_mm_batch(1), device)
             out["infer_b1"] = _infer(model, x1, reps)
 
             def drop(m=model) -> None:
-                m._text_cache = None
+                m._text_cache = m._levels_cache = None
 
             out["infer_b1_no_text_cache"] = _infer(model, x1, reps, before=drop)
-            model._text_cache = None
+            model._text_cache = model._levels_cache = None
         del model
         torch.cuda.empty_cache()
     return out

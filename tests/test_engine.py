@@ -225,10 +225,22 @@ def test_ddp_evaluation_gathers_each_sample_once(trained: Path, tmp_path: Path):
         np.testing.assert_allclose(a["score"], b["score"], atol=1e-6)
 
 
+# MMDA: its text tower runs once per optimizer step (summed gradient held across micro-batches), which DDP must
+# still synchronise; routing made deterministic (second expert always taken) and no dropout, so that two ranks
+# and one process draw nothing at random that could differ
+DDP_MODEL = {"name": "mmda-tiny", "clip": {"embed_dim": 32, "vision": {"image_size": 32, "layers": 1, "width": 32,
+                                                                       "head_width": 16, "patch_size": 16},
+                                           "text": {"context_length": 77, "vocab_size": 49408, "width": 32,
+                                                    "heads": 2, "layers": 1}},
+             "num_heads": 4, "udsa_levels": 2, "compat": "official", "attn_dropout": 0.0, "moe_threshold": 1e-9}
+
+
 def test_ddp_training_two_processes(sim_store: Path, tmp_path: Path):
-    """Two gloo ranks train together: each takes half of the epoch's batches, the run is written once, and every
-    test sample is scored exactly once."""
+    """Two gloo ranks train together: each takes half of the epoch's batches, the run is written once, every test
+    sample is scored exactly once, and the weights after training equal one process's with the same global batch
+    (one process, the same micro-batches, two accumulated per step)."""
     cfg = tiny_config(sim_store, tmp_path, name="ddp", trainer={"max_epochs": 2, "devices": 2, "strategy": "ddp"})
+    cfg = validate_config({**cfg.model_dump(mode="json"), "model": DDP_MODEL})
     path = tmp_path / "ddp.yaml"
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     r = subprocess.run([*MFAS, "train", str(path)], capture_output=True, text=True, timeout=300,
@@ -239,9 +251,31 @@ def test_ddp_training_two_processes(sim_store: Path, tmp_path: Path):
     assert ck["global_step"] == 2 * (4 // 2)  # batches_per_epoch 4, split over 2 ranks, 2 epochs
     tab = read_scores(run / "scores" / "W.csv")
     assert len(set(tab["sample_id"])) == len(tab["sample_id"]) > 0
-    single = validate_config({**cfg.model_dump(mode="json"), "trainer": {**cfg.trainer.model_dump(), "devices": 1,
-                                                                          "strategy": "auto"}, "name": "one"})
-    n_test = len(read_scores(train(single) / "scores" / "W.csv")["sample_id"])
+    single = validate_config({**cfg.model_dump(mode="json"), "name": "one",
+                              "trainer": {**cfg.trainer.model_dump(), "devices": 1, "strategy": "auto",
+                                          "accumulate_grad_batches": 2}})
+    one = train(single)
+    n_test = len(read_scores(one / "scores" / "W.csv")["sample_id"])
     assert len(tab["sample_id"]) == n_test
+    ck1 = torch.load(one / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ck1["global_step"] == ck["global_step"]
+    ddp_w, one_w = ck["state_dict"], ck1["state_dict"]
+    assert ddp_w.keys() == one_w.keys()
+    for k in ddp_w:
+        a, b = ddp_w[k], one_w[k]
+        if k.endswith("in_proj_bias"):
+            # the key bias adds the same q.b_k to every logit of a row: its gradient is zero in exact arithmetic, and
+            # Adam's normalisation turns the rounding left in it into lr-sized steps of either sign, in any two runs
+            d = a.shape[0] // 3
+            a, b = torch.cat([a[:d], a[2 * d:]]), torch.cat([b[:d], b[2 * d:]])
+        # per tensor, in norm: Adam divides each gradient element by its own running magnitude, so an element whose
+        # gradient is nearly zero moves by rounding; a gradient missing on a rank (e.g. the text tower's) moves
+        # whole rows by lr per step, 1e-2 of the tensor's norm here
+        err, ref = float((a - b).float().norm()), float(b.float().norm())
+        assert err <= 1e-4 * ref + 1e-7, (k, err, ref)
+    # every parameter, the text tower's included (its gradient held over the step), was updated from a gradient
+    states = ck["optimizer_states"][0]["state"]
+    assert len(states) == len(ddp_w) - sum(k.endswith(("reference", "reference_seen")) for k in ddp_w)
+    assert all(float(st["exp_avg_sq"].sum()) > 0 for st in states.values())
     model, _ = load_bundle(run)
     assert all(torch.isfinite(p).all() for p in model.parameters())

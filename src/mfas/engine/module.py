@@ -54,6 +54,20 @@ def lr_lambda(schedule: str, total: int, warmup: float, floor: float):
     return f
 
 
+def adamw_kernel(groups: list[dict], precision: str = "32-true") -> dict:
+    """``fused=True`` (one kernel per device and dtype for the whole update) where torch has the fused AdamW for
+    every parameter's device and dtype, else ``foreach=True`` (a few multi-tensor kernels per group). Not under
+    fp16 loss scaling, where Lightning cannot clip the gradients of an optimizer that unscales them itself."""
+    params = [p for g in groups for p in g["params"]]
+    if str(precision).startswith("16"):
+        return {"foreach": True}
+    fusable = ("cpu", "cuda", "xpu", "mps")
+    if params and all(p.device.type in fusable and p.dtype in (torch.float32, torch.float16, torch.bfloat16)
+                      for p in params):
+        return {"fused": True}
+    return {"foreach": True}
+
+
 class PadModule(L.LightningModule):
     """Wraps a :class:`PadModel`; logs every loss term; scores validation sets on all ranks.
 
@@ -77,7 +91,19 @@ class PadModule(L.LightningModule):
     def forward(self, batch: dict):
         return self.model(batch)
 
+    def on_train_epoch_start(self) -> None:
+        self._opens_step = True
+
+    def _steps_after(self) -> bool:
+        """Whether the optimizer steps after this batch's backward, as Lightning's training loop decides it."""
+        loop = getattr(getattr(self.trainer, "fit_loop", None), "epoch_loop", None)
+        should_accumulate = getattr(loop, "_should_accumulate", None)
+        return not should_accumulate() if callable(should_accumulate) else True
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        last = self._steps_after()
+        self.model.accumulation_phase(getattr(self, "_opens_step", True), last)
+        self._opens_step = last
         out = self.model(batch)
         losses = self.model.losses(batch, out)
         bs = batch["label"].shape[0]
@@ -121,11 +147,17 @@ class PadModule(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.optim_cfg
-        # foreach: one fused update per group instead of a Python loop over tensors (the CPU default)
-        opt = torch.optim.AdamW(self.model.param_groups(o.weight_decay), lr=o.lr, betas=o.betas, foreach=True)
+        groups = self.model.param_groups(o.weight_decay)
+        opt = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, **adamw_kernel(groups, self._precision()))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(o.schedule, self.total_steps, o.warmup,
                                                                  o.min_lr_ratio))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def _precision(self) -> str:
+        try:
+            return str(self.trainer.precision)
+        except RuntimeError:  # not attached to a Trainer
+            return "32-true"
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["mfas"] = {"best_value": self.best_value, "best_epoch": self.best_epoch,

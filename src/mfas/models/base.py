@@ -97,6 +97,11 @@ class PadModel(nn.Module):
         """(B,) bool: whether ``modality`` is present for each sample."""
         return batch["present"][:, MODALITIES.index(modality)].bool()
 
+    def accumulation_phase(self, first: bool, last: bool) -> None:
+        """Told by the engine before each training forward: whether this micro-batch opens an optimizer step
+        (``first``) and whether the step follows its backward (``last``). A model whose parts only change at the
+        optimizer step can compute them once per step (MMDA's text tower); the default ignores it."""
+
     def losses(self, batch: dict, output: ModelOutput) -> dict[str, torch.Tensor]:
         ce = F.cross_entropy(output.logits.float(), batch["label"].long())
         return {"ce": ce, "loss": ce}

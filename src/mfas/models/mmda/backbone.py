@@ -168,3 +168,65 @@ def load_clip_weights(model: CLIP, pretrained: str, arch: str = "ViT-B-16") -> N
                 parts.append(f"{len(keys)} {label} (e.g. {', '.join(keys[:3])})")
         raise ConfigError(f"pretrained weights {path} do not fit this CLIP configuration: {'; '.join(parts)}")
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()})
+
+
+def trimmed_length(model: CLIP, tokens: torch.Tensor) -> int | None:
+    """The context length a prompt batch can be cut to without changing its text features, or None where cutting
+    is not exact. With a causal mask and end-of-text pooling, a position only sees the positions before it, so
+    nothing after the last end-of-text token of the batch reaches any pooled feature."""
+    if getattr(model, "attn_mask", None) is None or getattr(model, "text_pool_type", None) not in ("argmax", "eos"):
+        return None
+    if model.text_pool_type == "argmax":
+        last = tokens.argmax(-1)
+    else:
+        last = (tokens == model.text_eos_id).int().argmax(-1)
+    return int(last.max()) + 1
+
+
+def encode_text(model: CLIP, tokens: torch.Tensor) -> torch.Tensor:
+    """``model.encode_text`` for tokens (N, n) with n <= the model's context length: positions and the causal mask
+    are cut to n (see :func:`trimmed_length`). Returns (N, embed_dim)."""
+    from open_clip.transformer import text_global_pool
+
+    n = tokens.shape[1]
+    if n == model.positional_embedding.shape[0]:
+        return model.encode_text(tokens)
+    cast = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:n].to(cast)
+    x = model.transformer(x, attn_mask=model.attn_mask[:n, :n])
+    x = model.ln_final(x)
+    x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
+    proj = model.text_projection
+    if proj is None:
+        return x
+    return proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
+
+
+def _class_row(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """open_clip's ``ResidualAttentionBlock`` on tokens x (B, N, W), output for the class token only (B, 1, W):
+    its query attends to every token's key and value, and only its row goes through the MLP."""
+    h = block.ln_1(x)
+    c = x[:, :1] + block.ls_1(block.attn(h[:, :1], h, h, need_weights=False)[0])
+    return c + block.ls_2(block.mlp(block.ln_2(c)))
+
+
+def encode_image(model: CLIP, images: torch.Tensor) -> torch.Tensor:
+    """``model.encode_image`` for images (B, 3, S, S) -> (B, embed_dim). Where the tower pools its class token
+    (CLIP's ViTs), the last block is evaluated for that token alone: no later op reads the other tokens' outputs,
+    so their queries, output projections and MLP rows in that block (about 7% of a ViT-B/16's FLOPs) are skipped,
+    with the same result. Any other tower runs as open_clip runs it."""
+    from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
+
+    v = model.visual
+    blocks = getattr(getattr(v, "transformer", None), "resblocks", None)
+    if not (isinstance(v, VisionTransformer) and blocks is not None and len(blocks) > 0
+            and type(blocks[-1]) is ResidualAttentionBlock and not hasattr(blocks[-1], "ln_1_kv")
+            and v.attn_pool is None and v.pool_type == "tok" and not v.output_tokens
+            and getattr(v.transformer, "batch_first", False) and not getattr(v.transformer, "grad_checkpointing", False)
+            and hasattr(v, "_embeds")):
+        return model.encode_image(images)
+    x = v._embeds(images)
+    for block in blocks[:-1]:
+        x = block(x)
+    pooled = v.ln_post(_class_row(blocks[-1], x)[:, 0])  # a per-token norm: before or after pooling alike
+    return pooled @ v.proj if v.proj is not None else pooled

@@ -16,7 +16,8 @@ from torch import nn
 
 from mfas.conventions import MODALITIES
 from mfas.models.base import ModelOutput, PadModel
-from mfas.models.mmda.backbone import VIT_B_16, build_clip, load_clip_weights
+from mfas.models.mmda.backbone import (VIT_B_16, build_clip, encode_image, encode_text, load_clip_weights,
+                                      trimmed_length)
 from mfas.models.mmda.md2a import MD2A, first_same_domain, random_same_domain
 from mfas.models.mmda.moe import MoE
 from mfas.models.mmda.rs2 import LIVE_PROMPTS, SPOOF_PROMPTS, rs2_logits, smoothed_targets, soft_ce
@@ -25,6 +26,8 @@ from mfas.models.mmda.udsa import UDSA
 COMPAT = ("clean", "official")
 FREEZE = ("none", "text", "backbone")
 PARTNER_EVAL = ("self", "reference")
+TEXT_GRAD = ("step", "micro_batch")
+TEXT_CONTEXT = ("trimmed", "full")
 #: (pixel - 127.5) / 128, the released code's input scaling, in the [0, 1] units of the transforms
 _MEAN, _STD = 127.5 / 255, 128 / 255
 
@@ -63,6 +66,13 @@ class MMDA(PadModel):
         attn_dropout: dropout on MD2A's two attention maps (0.1).
         smoothing: s of the (1.0, s) targets (0.1).
         reference_momentum: momentum of the running mean behind ``partner_eval="reference"``.
+        text_grad: with a trainable text tower, ``step`` encodes the prompts once per optimizer step (when the
+            engine says where steps begin and end, see :meth:`accumulation_phase`) and backpropagates their
+            gradient, summed over the step's micro-batches, through the tower once; ``micro_batch`` re-encodes and
+            backpropagates them in every micro-batch, as the released code does. The gradients are equal.
+        text_context: ``trimmed`` cuts the prompt tokens to the longest prompt (exact under CLIP's causal mask,
+            see :func:`~mfas.models.mmda.backbone.trimmed_length`); ``full`` keeps all 77 positions, as released.
+        moe_threshold: the second-expert threshold of every MoE block (0.2, released).
     """
 
     supports_missing = True
@@ -71,10 +81,12 @@ class MMDA(PadModel):
     def __init__(self, clip: dict | None = None, quick_gelu: bool = True, pretrained: str | None = None,
                  clip_arch: str = "ViT-B-16", freeze: str = "none", compat: str = "clean",
                  partner_eval: str = "self", num_heads: int = 16, udsa_levels: int = 7, lambda_depth: int = 12,
-                 attn_dropout: float = 0.1, smoothing: float = 0.1, reference_momentum: float = 0.99):
+                 attn_dropout: float = 0.1, smoothing: float = 0.1, reference_momentum: float = 0.99,
+                 text_grad: str = "step", text_context: str = "trimmed", moe_threshold: float = 0.2):
         super().__init__()
         for key, value, allowed in (("freeze", freeze, FREEZE), ("compat", compat, COMPAT),
-                                    ("partner_eval", partner_eval, PARTNER_EVAL)):
+                                    ("partner_eval", partner_eval, PARTNER_EVAL), ("text_grad", text_grad, TEXT_GRAD),
+                                    ("text_context", text_context, TEXT_CONTEXT)):
             if value not in allowed:
                 raise ValueError(f"{key} must be one of {allowed}, got {value!r}")
         cfg = VIT_B_16 if clip is None else clip
@@ -92,11 +104,23 @@ class MMDA(PadModel):
         self.md2a = MD2A(dim, num_heads, len(MODALITIES), lambda_depth, attn_dropout, routing)
         self.udsa = UDSA(dim, num_heads, udsa_levels, "batch" if official else "sample", routing)
         self.classifier = Classifier(dim, routing)
+        for module in self.modules():
+            if isinstance(module, MoE):
+                module.threshold = moe_threshold
         import open_clip
 
         ctx = int(cfg["text"].get("context_length", 77))
-        self.register_buffer("spoof_tokens", open_clip.tokenize(list(SPOOF_PROMPTS), ctx), persistent=False)
-        self.register_buffer("live_tokens", open_clip.tokenize(list(LIVE_PROMPTS), ctx), persistent=False)
+        spoof_t, live_t = open_clip.tokenize(list(SPOOF_PROMPTS), ctx), open_clip.tokenize(list(LIVE_PROMPTS), ctx)
+        n = None
+        if text_context == "trimmed":
+            with torch.device("cpu"):  # the length is read from real tokens, also when the model is built on meta
+                n = trimmed_length(self.clip, open_clip.tokenize([*SPOOF_PROMPTS, *LIVE_PROMPTS], ctx))
+        self.register_buffer("spoof_tokens", spoof_t[:, :n], persistent=False)
+        self.register_buffer("live_tokens", live_t[:, :n], persistent=False)
+        self.text_grad = text_grad
+        self._phase: tuple[bool, bool] | None = None
+        self._step_text: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._levels_cache: tuple | None = None
         self.register_buffer("reference", torch.zeros(len(MODALITIES), dim))
         self.register_buffer("reference_seen", torch.zeros((), dtype=torch.long))
         self._text_cache: tuple[tuple, torch.Tensor, torch.Tensor] | None = None
@@ -113,31 +137,88 @@ class MMDA(PadModel):
         return [p for n, p in self.clip.named_parameters()
                 if not n.startswith("visual.") and n not in ("logit_scale", "logit_bias")]
 
-    def encode(self, batch: dict, modality: str) -> torch.Tensor:
-        """(B, D) projected class token of one modality; absent samples see a black image, as released."""
-        x = batch[modality].float()
+    def _image(self, batch: dict, modality: str) -> torch.Tensor:
+        """(B, 3, S, S) input of one modality; absent samples see a black image, as released."""
+        x = batch[modality].to(self.clip.visual.class_embedding.dtype)  # the weights' dtype (float32 unless cast)
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         present = self.present(batch, modality)
         # unconditional (no branch on the data), so that the exported graph has the same structure for any mask
-        x = torch.where(present[:, None, None, None], x, torch.full_like(x, -_MEAN / _STD))
-        return self.clip.encode_image(x)
+        return torch.where(present[:, None, None, None], x, torch.full_like(x, -_MEAN / _STD))
+
+    def encode(self, batch: dict, modality: str) -> torch.Tensor:
+        """(B, D) projected class token of one modality."""
+        return encode_image(self.clip, self._image(batch, modality))
+
+    def encode_all(self, batch: dict) -> torch.Tensor:
+        """(B, 3, D) tokens of rgb, depth, ir from one pass of the image tower over the 3B images: the same
+        features as three passes (the tower treats samples independently), in larger matrix products."""
+        x = torch.cat([self._image(batch, m) for m in MODALITIES])
+        b = x.shape[0] // len(MODALITIES)
+        return encode_image(self.clip, x).view(len(MODALITIES), b, -1).transpose(0, 1)
+
+    def accumulation_phase(self, first: bool, last: bool) -> None:
+        self._phase = (first, last)
+
+    def _encode_prompts(self) -> torch.Tensor:
+        return encode_text(self.clip, torch.cat([self.spoof_tokens, self.live_tokens]))
+
+    def _step_prompts(self, first: bool, last: bool) -> torch.Tensor:
+        """(Ns + Nl, D) prompt features when the text tower trains and the engine marks the optimizer steps. The
+        step's first micro-batch encodes the prompts and keeps that graph; the micro-batches before the last see a
+        detached copy, into whose ``.grad`` their backward passes sum; the last sees the kept features through
+        :class:`_AddHeldGradient`, so its backward carries the whole step's gradient through the tower once (and,
+        under DDP, inside the synchronised backward)."""
+        if first or self._step_text is None:
+            held = self._step_text
+            if held is not None and held[1].grad is not None:
+                raise RuntimeError("mmda: a new optimizer step began before the text gradient of the previous one "
+                                   "was applied (accumulation_phase was told no last micro-batch)")
+            both = self._encode_prompts()
+            if last:
+                self._step_text = None
+                return both
+            self._step_text = (both, both.detach().requires_grad_(True))
+        both, copy = self._step_text
+        if not last:
+            return copy
+        self._step_text = None
+        return _AddHeldGradient.apply(both, copy)
 
     def text_features(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt embeddings t_0: spoof (Ns, D) and live (Nl, D). Cached whenever they cannot change: at
-        inference, and in training when the text tower is frozen; recomputed after any weight update."""
+        inference, and in training when the text tower is frozen; recomputed after any weight update. With a
+        trainable tower, once per optimizer step or once per micro-batch as ``text_grad`` says."""
         params = self.text_parameters()
         frozen = not any(p.requires_grad for p in params)
         cacheable = frozen or not (self.training and torch.is_grad_enabled())
+        phase, self._phase = self._phase, None  # one forward per phase: a second call falls back to re-encoding
         key = (tuple(p._version for p in params), self.spoof_tokens.device, params[0].dtype if params else None)
-        if cacheable and self._text_cache is not None and self._text_cache[0] == key:
-            return self._text_cache[1], self._text_cache[2]
-        both = self.clip.encode_text(torch.cat([self.spoof_tokens, self.live_tokens]))
-        spoof, live = both[: len(self.spoof_tokens)], both[len(self.spoof_tokens):]
+        ns = len(self.spoof_tokens)
         if cacheable:
-            self._text_cache = (key, spoof.detach(), live.detach())
+            if self._text_cache is None or self._text_cache[0] != key:
+                both = self._encode_prompts().detach()
+                self._text_cache = (key, both[:ns], both[ns:])
             return self._text_cache[1], self._text_cache[2]
-        return spoof, live
+        if self.text_grad == "step" and phase is not None:
+            both = self._step_prompts(*phase)
+        else:
+            both = self._encode_prompts()
+        return both[:ns], both[ns:]
+
+    def text_levels(self, spoof0: torch.Tensor, live0: torch.Tensor
+                    ) -> tuple[list[torch.Tensor], list[torch.Tensor]] | None:
+        """The prompt side of U-DSA at inference, cached with the prompt embeddings: it does not depend on the
+        images. None (computed in the forward, interleaved as released) in training, under autograd, and where
+        the routing is random at inference (``compat: official``)."""
+        if self.training or torch.is_grad_enabled() or self.compat == "official":
+            return None
+        key = tuple(p._version for p in self.udsa.parameters())
+        held = self._levels_cache
+        if held is None or held[0] != key or held[1] is not spoof0 or held[2] is not live0:
+            # the prompt tensors themselves are held, so that a freed one's address cannot be mistaken for it
+            held = self._levels_cache = (key, spoof0, live0, self.udsa.text_levels(spoof0, live0))
+        return held[3]
 
     # -- partners ---------------------------------------------------------------------------------------
     def partners(self, batch: dict, tokens: torch.Tensor) -> torch.Tensor:
@@ -158,7 +239,7 @@ class MMDA(PadModel):
 
     # -- forward ----------------------------------------------------------------------------------------
     def forward(self, batch: dict) -> ModelOutput:
-        tokens = torch.stack([self.encode(batch, m) for m in MODALITIES], dim=1)  # (B, 3, D)
+        tokens = self.encode_all(batch)  # (B, 3, D)
         spoof0, live0 = self.text_features()
         return self.head(batch, tokens, self.partners(batch, tokens), spoof0, live0)
 
@@ -166,7 +247,7 @@ class MMDA(PadModel):
              live0: torch.Tensor) -> ModelOutput:
         """Everything after the image towers: tokens and partners (B, 3, D), prompt embeddings (Ns, D), (Nl, D)."""
         v0, aux = self.md2a(tokens, partners)
-        vis, sp, lv, aux_u = self.udsa(v0, spoof0, live0)
+        vis, sp, lv, aux_u = self.udsa(v0, spoof0, live0, self.text_levels(spoof0, live0))
         logits, aux_c = self.classifier(vis[-1])
         scale = self.clip.logit_scale.exp()
         align = torch.stack([rs2_logits(v, s, t, scale) for v, s, t in zip(vis, sp, lv, strict=True)])
@@ -216,6 +297,22 @@ class MMDA(PadModel):
                 ("classifier", list(self.classifier.parameters()), True)]
 
 
+class _AddHeldGradient(torch.autograd.Function):
+    """Identity on the kept prompt features whose backward adds the gradient held in the detached copy's ``.grad``
+    (the sum over the step's earlier micro-batches)."""
+
+    @staticmethod
+    def forward(ctx, kept: torch.Tensor, copy: torch.Tensor) -> torch.Tensor:
+        ctx.copy = copy
+        return kept.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        held = ctx.copy.grad
+        ctx.copy = None
+        return (grad if held is None else grad + held), None
+
+
 class _MMDAExport(nn.Module):
     """MMDA (clean, eval) as ``(rgb, depth, ir, present) -> score`` with t_0 as buffers and the partner rule
     fixed at export time (``reference`` when a running mean was learnt and asked for, else the sample itself)."""
@@ -233,6 +330,6 @@ class _MMDAExport(nn.Module):
                 ) -> torch.Tensor:
         batch = {"rgb": rgb, "depth": depth, "ir": ir, "present": present}
         m = self.model
-        tokens = torch.stack([m.encode(batch, k) for k in MODALITIES], dim=1)
+        tokens = m.encode_all(batch)
         partners = m.reference.to(tokens.dtype).expand_as(tokens) if self.use_reference else tokens
         return m.head(batch, tokens, partners, self.spoof0, self.live0).score

@@ -56,25 +56,44 @@ class UDSA(nn.Module):
         self.refine = nn.ModuleList([RefineBlock(dim, num_heads, eval_routing) for _ in range(levels)])
         self.remap = nn.ModuleList([RefineBlock(dim, num_heads, eval_routing) for _ in range(levels)])
 
-    def forward(self, e0: torch.Tensor, spoof: torch.Tensor, live: torch.Tensor
+    def forward(self, e0: torch.Tensor, spoof: torch.Tensor, live: torch.Tensor,
+                text_levels: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
                 ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        """``text_levels``: the prompt side as :meth:`text_levels` returns it (it does not depend on the images, so
+        inference may compute it once); None computes it here, interleaved with the visual rows level by level,
+        which is the released order of the random routing draws in training."""
         vis_mode = "rows" if self.visual_attention == "batch" else "self"
         es, ss, ls = [e0[:, None]], [spoof[:, None]], [live[:, None]]
         aux = e0.new_zeros(())
         for block in self.refine:
             e, a1 = block(es[-1], vis_mode)
-            s, a2 = block(ss[-1], "rows")
-            t, a3 = block(ls[-1], "rows")
             es.append(e)
-            ss.append(s)
-            ls.append(t)
-            aux = aux + a1 + a2 + a3
+            aux = aux + a1
+            if text_levels is None:
+                s, a2 = block(ss[-1], "rows")
+                t, a3 = block(ls[-1], "rows")
+                ss.append(s)
+                ls.append(t)
+                aux = aux + a2 + a3
         levels = len(self.refine)
-        vis, sp, lv = list(es), list(ss), list(ls)
+        vis = list(es)
         for lev in range(levels, 0, -1):
             r, a = self.remap[lev - 1](es[lev], vis_mode)
             vis.append(r + es[lev - 1])
-            sp.append(ss[lev - 1])
-            lv.append(ls[lev - 1])
             aux = aux + a
-        return [v[:, 0] for v in vis], [s[:, 0] for s in sp], [t[:, 0] for t in lv], aux
+        if text_levels is not None:
+            sp, lv = text_levels
+        else:
+            sp = [s[:, 0] for s in ss] + [ss[lev - 1][:, 0] for lev in range(levels, 0, -1)]
+            lv = [t[:, 0] for t in ls] + [ls[lev - 1][:, 0] for lev in range(levels, 0, -1)]
+        return [v[:, 0] for v in vis], sp, lv, aux
+
+    def text_levels(self, spoof: torch.Tensor, live: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The prompt embeddings paired with each of the 2L + 1 visual levels: lists of (Ns, D) and (Nl, D)."""
+        ss, ls = [spoof[:, None]], [live[:, None]]
+        for block in self.refine:
+            ss.append(block(ss[-1], "rows")[0])
+            ls.append(block(ls[-1], "rows")[0])
+        back = range(len(self.refine), 0, -1)
+        return ([s[:, 0] for s in ss] + [ss[lev - 1][:, 0] for lev in back],
+                [t[:, 0] for t in ls] + [ls[lev - 1][:, 0] for lev in back])
