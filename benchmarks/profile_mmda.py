@@ -20,7 +20,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import _adamw_step, _mm_batch, _released_towers, machine, use_path  # noqa: E402
+from run import _adamw_step, _mm_batch, _released_towers, machine, use_path
 
 
 def top_ops(prof, rows: int) -> tuple[str, float]:
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     model = create_model(args.model, compat="official").train()
     micro = []
-    for i in range(args.accum):
+    for _ in range(args.accum):
         mb = _mm_batch(3, size)
         mb["domain"] = ["A", "A", "B"]
         micro.append(mb)

@@ -574,7 +574,7 @@ def mmda_rate(args: argparse.Namespace) -> dict:
     for _ in range(args.mmda_steps):  # alternating, as for inference
         for path, ts in step_times.items():
             use_path(model, path)
-            ts.extend(timed(lambda: _adamw_step(model, micro, opts[path], phases=path == "mfas"), 1))
+            ts.extend(timed(lambda p=path: _adamw_step(model, micro, opts[p], phases=p == "mfas"), 1))
     for path, ts in step_times.items():
         dt = float(np.median(ts))
         train[path] = {"step_s": dt, "steps_timed": len(ts), "samples_per_s": b * k / dt,

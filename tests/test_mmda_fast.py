@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.test_mmda import MICRO, MICRO_CLIP, batch
 
 from mfas.models import create_model
 from mfas.models.mmda.backbone import build_clip, encode_image, encode_text, trimmed_length
 from mfas.models.mmda.model import MMDA
 from mfas.models.mmda.rs2 import LIVE_PROMPTS, SPOOF_PROMPTS
-from tests.test_mmda import MICRO, MICRO_CLIP, batch
 
 # two text layers, so that a position after the end-of-text token could reach it if the mask were not causal
 TEXT2 = {**MICRO_CLIP, "text": {**MICRO_CLIP["text"], "layers": 2}}
@@ -131,7 +131,7 @@ def test_text_tower_once_per_step_gives_the_per_micro_batch_gradients(compat: st
                  for s in range(4)]
         calls = {"slow": 0, "fast": 0}
         for key, m in (("slow", slow), ("fast", fast)):
-            m.clip.token_embedding.register_forward_pre_hook(lambda *a, k=key: calls.__setitem__(k, calls[k] + 1))
+            m.clip.token_embedding.register_forward_pre_hook(lambda *a, k=key, c=calls: c.__setitem__(k, c[k] + 1))
         ga = _accumulated_grads(slow, micro, phases=False)
         gb = _accumulated_grads(fast, micro, phases=True)
         assert calls == {"slow": 4, "fast": 1}

@@ -16,8 +16,7 @@ from torch import nn
 
 from mfas.conventions import MODALITIES
 from mfas.models.base import ModelOutput, PadModel
-from mfas.models.mmda.backbone import (VIT_B_16, build_clip, encode_image, encode_text, load_clip_weights,
-                                      trimmed_length)
+from mfas.models.mmda.backbone import VIT_B_16, build_clip, encode_image, encode_text, load_clip_weights, trimmed_length
 from mfas.models.mmda.md2a import MD2A, first_same_domain, random_same_domain
 from mfas.models.mmda.moe import MoE
 from mfas.models.mmda.rs2 import LIVE_PROMPTS, SPOOF_PROMPTS, rs2_logits, smoothed_targets, soft_ce
