@@ -28,6 +28,9 @@ MMDA_CLIP = {"embed_dim": 32,
              "vision": {"image_size": SIZE, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
              "text": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
 MMDA = {"clip": MMDA_CLIP, "num_heads": 4, "udsa_levels": 2}
+BASE_VIT = {"img_size": SIZE, "size": {"patch_size": 8, "embed_dim": 24, "depth": 1, "num_heads": 2}}
+CMFL = {"img_size": SIZE, "growth": 4, "blocks": (1, 1), "init_features": 8}
+CDCN = {"img_size": SIZE, "channels": (4, 8, 8, 8)}
 
 #: (registry name, overrides, the per-modality extractor containers or None when the extractor is shared)
 MODELS = {
@@ -41,6 +44,17 @@ MODELS = {
     "cnn-concat": ("cnn-concat-tiny", {"img_size": SIZE}, "encoders"),
     "mmda-clean": ("mmda-tiny", {**MMDA, "compat": "clean"}, None),
     "mmda-official": ("mmda-tiny", {**MMDA, "compat": "official"}, None),
+    # the MMDG benchmark's baselines (their own checks: test_baselines.py)
+    "vit": ("vit-tiny", BASE_VIT, "vit.patch_embed"),
+    "vitaf": ("vitaf-tiny", {**BASE_VIT, "adapter_dim": 8}, None),  # frozen patch embeddings, shared blocks
+    "mmdg": ("mmdg-tiny", BASE_VIT, None),
+    "mmdg-no-regrad": ("mmdg-tiny", {**BASE_VIT, "regrad": False, "pairs": "all"}, None),
+    "clip": ("clip-tiny", {"clip": MMDA_CLIP}, None),
+    "clip-linear": ("clip-tiny", {"clip": MMDA_CLIP, "head": "linear"}, None),
+    "flip-v": ("flip-v-tiny", {"clip": MMDA_CLIP}, None),
+    "flip-it": ("flip-it-tiny", {"clip": MMDA_CLIP}, None),
+    "cmfl": ("cmfl-tiny", CMFL, "streams"),
+    "mm-cdcn": ("mm-cdcn-tiny", CDCN, "branches"),
 }
 
 
@@ -79,7 +93,10 @@ def test_classification_loss_reaches_every_modality(key: str):
     assert min(inputs.values()) > 0 and max(inputs.values()) / min(inputs.values()) < 100, inputs
     container = MODELS[key][2]
     if container is not None:
-        extractors = {mod: norm(p.grad for p in getattr(m, container)[mod].parameters()) for mod in m.modalities}
+        parts = m
+        for attr in container.split("."):
+            parts = getattr(parts, attr)
+        extractors = {mod: norm(p.grad for p in parts[mod].parameters()) for mod in m.modalities}
         assert min(extractors.values()) > 0 and max(extractors.values()) / min(extractors.values()) < 100, extractors
 
 
@@ -151,12 +168,14 @@ def test_weight_decay_groups_by_name(name: str):
 #: small overrides per model family, so every registered name (full-size ones included) builds in a moment
 FAMILY = {"mmfas": MMFAS, "vit-concat": VIT, "mmda": MMDA,
           "cnn-concat": {"img_size": SIZE, "layers": (1, 1, 1, 1), "channels": (8, 8, 16, 16)},
-          "severed": {"img_size": SIZE}, "minifasnet": {}}
+          "severed": {"img_size": SIZE}, "minifasnet": {}, "vit": BASE_VIT, "vitaf": BASE_VIT, "mmdg": BASE_VIT,
+          "clip": {"clip": MMDA_CLIP}, "flip-v": {"clip": MMDA_CLIP}, "flip-it": {"clip": MMDA_CLIP}, "cmfl": CMFL,
+          "mm-cdcn": CDCN}
 MINIFASNET = Path(__file__).resolve().parents[2] / "shared" / "models" / "minifasnet"
 
 
 def _family(name: str) -> dict:
-    fam = [f for f in FAMILY if name == f or name.startswith(f + "-")]
+    fam = sorted((f for f in FAMILY if name == f or name.startswith(f + "-")), key=len, reverse=True)
     assert fam, f"{name}: no small overrides for its family here; add them to FAMILY"
     if fam[0] == "minifasnet":  # a peer with released weights: the real file, fixed 80 x 80 input
         f = MINIFASNET / ("MiniFASNetV2.onnx" if name.endswith("v2") else "MiniFASNetV1SE.onnx")
@@ -175,7 +194,8 @@ def test_features_follow_the_contract(name: str, train: bool):
     m = create_model(name, **_family(name)).train(train)
     keys = m.feature_keys()
     assert keys[:2] == ("embedding", "present") and m.num_features > 0
-    assert m.modal_features, f"{name}: every registered model has per-modality features"
+    # per-modality features, except where the modalities are mixed at the input (FLIP's concat + 1x1 conv)
+    assert m.modal_features or getattr(m, "early_fusion", False), f"{name}: no per-modality features"
     b = batch(4, size=m.input_size[0])
     b["present"][1, 2] = False  # one absent IR
     with torch.no_grad():
@@ -186,8 +206,9 @@ def test_features_follow_the_contract(name: str, train: bool):
     if not train:  # training-time modality dropout may hide more; at inference the mask is the input's
         expected = torch.stack([b["present"][:, ("rgb", "depth", "ir").index(x)] for x in m.modalities], 1)
         assert torch.equal(f["present"], expected)
-    widths = {f[f"cls_{x}"].shape[1] for x in m.modalities}
-    assert len(widths) == 1 and all(f[f"cls_{x}"].shape == (4, *widths) for x in m.modalities)
+    if m.modal_features:
+        widths = {f[f"cls_{x}"].shape[1] for x in m.modalities}
+        assert len(widths) == 1 and all(f[f"cls_{x}"].shape == (4, *widths) for x in m.modalities)
     assert all(torch.isfinite(f[k].float()).all() for k in keys)
 
 

@@ -84,6 +84,42 @@ def test_mmdg_layout_missing_modality_columns_average_the_splits(tmp_path: Path)
     assert part[1] == "CPS-W" and part[2] == "30.00"
 
 
+def test_reference_rows_as_printed_with_recomputed_averages(tmp_path: Path):
+    from mfas.protocols.reference import load_reference
+
+    ref = load_reference("mmdg")
+    # the transcription: MMDA's own row and a row whose printed average is not its mean (specs/mmda.md section 4)
+    assert ref["loo"]["rows"]["MMDA"]["CPS-W"] == [1.22, 99.99] and ref["loo"]["rows"]["MMDA"]["PSW-C"] == [6.25, 98.18]
+    assert ref["missing"]["rows"]["DADM"]["rgb-only"] == [22.61, 84.04]
+    assert ref["limited"]["rows"]["FLIP"]["PS-CW"] == [23.85, 83.46]
+    results = [fake_run(tmp_path, f"r_{p}", f"loo/{p}", {p[-1]: (0.9, 0.1, 0.2)}, {"name": "mmda-tiny"})
+               for p in ("CPS-W", "CPW-S", "CSW-P", "PSW-C")]
+    lines = mmdg_layout(labelled(results), reference=ref)
+    paper = lines[:next(i for i, x in enumerate(lines) if x.startswith("## MMDG layout") and i > 0)]
+    mmda = row(paper, "*MMDA (as printed)*")
+    assert mmda[1:3] == ["1.22", "99.99"]
+    assert mmda[-2:] == ["4.00", "98.84"]  # recomputed; the paper prints 98.94 for the AUC
+    assert row(paper, "*ViT (as printed)*")[-2:] == ["35.16", "67.74"]  # printed 36.60 / 68.12
+    note = next(x for x in paper if x.startswith("Printed averages that are not the mean"))
+    assert "MMDA 4.00 / 98.94" in note and "ViT 36.60 / 68.12" in note and "FLIP" not in note
+    assert any("murInJ/MMDA" in x for x in paper)
+    assert not any("not comparable" in x for x in paper)  # real-data runs: no SimFAS warning
+    deploy = lines[len(paper):]
+    assert not any("as printed" in x for x in deploy)  # the papers' numbers are paper-compatible only
+    sim = [fake_run(tmp_path / "sim", "s", "sim/loo/CPS-W", {"W": (0.9, 0.1, 0.2)}, {"name": "mmda-tiny"})]
+    assert any("not comparable" in x for x in mmdg_layout(labelled(sim), reference=ref))
+
+
+def test_report_cli_reference_option(tmp_path: Path):
+    run = scored_run(tmp_path, protocol="sim/loo/CPS-W")
+    res = CliRunner().invoke(app, ["report", str(run), "--bootstrap", "0", "--reference", "mmdg"])
+    assert res.exit_code == 0, res.output
+    text = (run / "report.md").read_text()
+    assert "*MMDG (as printed)*" in text and "not comparable" in text
+    res = CliRunner().invoke(app, ["report", str(run), "--bootstrap", "0", "--reference", "mmdga"])
+    assert res.exit_code != 0 and "unknown reference 'mmdga'" in res.output
+
+
 def test_method_label_names_non_default_options(tmp_path: Path):
     run, _ = fake_run(tmp_path, "r", "loo/CPS-W", {}, {"name": "mmfas-tiny", "modalities": ["rgb", "depth", "ir"],
                                                        "icl": False, "cm": "none"})

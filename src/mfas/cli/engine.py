@@ -139,7 +139,11 @@ def export_cmd(run: Path = typer.Argument(..., help="A trained run folder or bun
 def report_cmd(runs: list[Path] = typer.Argument(..., help="One or more runs."),
                out: Path = typer.Option(None, help="Folder for report.md and plots (default: the single run)."),
                bootstrap: int = typer.Option(None, "--bootstrap", min=0,
-                                             help="Resamples per bootstrap 95% interval (default 1000; 0: none).")
+                                             help="Resamples per bootstrap 95% interval (default 1000; 0: none)."),
+               reference: str = typer.Option(
+                   None, "--reference",
+                   help="Add the papers' printed rows to the benchmark layout, as printed with their source and "
+                        "averages recomputed: mmdg (the MMDG benchmark tables of MMDA, MMDG, DADM).")
                ) -> None:
     """Write report.md: threshold-free and per-policy tables (paper-compatible and deployable) with bootstrap
     95% intervals, per-PAI APCER, video-level scores when videos have several frames, the papers' layouts,
@@ -156,7 +160,11 @@ def report_cmd(runs: list[Path] = typer.Argument(..., help="One or more runs."),
         out = runs[0]
     else:
         check_output_folder(out, "--out", allow_run=True)
-    path = write_report(runs, out, **({} if bootstrap is None else {"n_boot": bootstrap}))
+    if reference is not None:
+        from mfas.protocols.reference import load_reference
+
+        load_reference(reference)  # an unknown name fails before any work
+    path = write_report(runs, out, **({} if bootstrap is None else {"n_boot": bootstrap}), reference=reference)
     console.print(f"wrote [bold]{path}[/] (plots in {path.parent / 'plots'})")
 
 

@@ -79,13 +79,18 @@ class ModelConfig(BaseModel):
 
 
 class OptimConfig(_Strict):
-    name: Literal["adamw"] = "adamw"
+    # adamw: decoupled weight decay; adam: L2 added to the gradient (torch.optim.Adam), as the FLIP, ViTAF, CMFL,
+    # MM-CDCN and MMDG/DADM codes train
+    name: Literal["adamw", "adam"] = "adamw"
     lr: Annotated[float, Field(gt=0.0)] = 1e-4
     weight_decay: Annotated[float, Field(ge=0.0)] = 1e-2
     betas: tuple[Annotated[float, Field(ge=0.0, lt=1.0)], Annotated[float, Field(ge=0.0, lt=1.0)]] = (0.9, 0.999)
-    schedule: Literal["cosine", "constant"] = "cosine"
+    schedule: Literal["cosine", "constant", "step"] = "cosine"
     warmup: Rate = 0.1  # fraction of all optimiser steps with linear warm-up
     min_lr_ratio: Rate = 0.0  # cosine floor as a fraction of lr
+    # schedule "step": lr times step_gamma after every step_epochs epochs (StepLR, as MM-CDCN's code: 20, 0.5)
+    step_epochs: Annotated[int, Field(ge=1)] = 20
+    step_gamma: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
 
 
 def _lightning_names(kind: str) -> list[str]:

@@ -218,12 +218,48 @@ def _mean_sd(xs: list[float]) -> str:
     return f"{mean:.2f}" + (f" ± {sd:.2f}" if len(xs) > 1 else "")
 
 
-def mmdg_layout(results: list[tuple[str, dict]]) -> list[str]:
+def _reference_lines(ref: dict, cols: list[str], extra: list[str], sim: bool) -> list[str]:
+    """Rows of one family of a published reference (``mfas.protocols.reference``) under our columns: the cells
+    as printed, the average recomputed over ``cols``; then the source and the printed averages that differ."""
+    lines, differ = [], []
+    for method, row in ref["rows"].items():
+        cells = []
+        for c in cols:
+            v = row.get(c)
+            cells += [f"{v[0]:.2f}", f"{v[1]:.2f}"] if v else ["—", "—"]
+        have = [row[c] for c in cols if c in row]
+        avg = ["—", "—"]
+        if len(have) == len(cols) and cols:
+            h, a = sum(v[0] for v in have) / len(have), sum(v[1] for v in have) / len(have)
+            avg = [f"{h:.2f}", f"{a:.2f}"]
+            printed = row.get("printed_average")
+            if printed and (set(cols) == set(ref["columns"])):
+                try:
+                    off = abs(float(printed[0]) - h) > 0.015 or abs(float(printed[1]) - a) > 0.015
+                except (TypeError, ValueError):
+                    off = True
+                if off:
+                    differ.append(f"{method} {printed[0]} / {printed[1]}")
+        lines.append(_row([f"*{method} (as printed)*", *(["—"] * len(extra)), *cells, *avg]))
+    notes = ["", f"Rows *(as printed)*: {ref['source']}; their own threshold (each test set's EER) and model "
+             "selection, on the real datasets. Averages recomputed from the printed cells."]
+    if differ:
+        notes.append("Printed averages that are not the mean of their row: " + "; ".join(differ) + ".")
+    if sim:
+        notes.append("**The runs above are on SimFAS (`sim/` protocols): not comparable with the printed rows, "
+                     "which are on the real datasets.**")
+    return lines + notes
+
+
+def mmdg_layout(results: list[tuple[str, dict]], reference: dict | None = None) -> list[str]:
     """The MMDG benchmark's tables (as in the MMDA paper) from ``(method label, metrics)`` pairs: one row per
     method (seeds averaged as mean ± sd), per protocol HTER and AUC, and the average recomputed from the rows
     (mean over protocols of each seed-mean). Leave-one-out and limited-source runs use their first test set;
     missing-modality columns average the splits present (MMDG averages all four), and a ``splits`` column
-    says which ones they were, so a partial set is never passed off as the benchmark's mean."""
+    says which ones they were, so a partial set is never passed off as the benchmark's mean.
+
+    ``reference`` (``mfas.protocols.reference.load_reference``) adds the papers' rows as printed to the
+    paper-compatible block of each family our runs have, with their averages recomputed."""
     cells: dict = {}  # (family, method) -> {column: {metric: [values]}}
     splits: dict = {}  # (family, method) -> the protocol splits seen
     for method, m in results:
@@ -245,6 +281,7 @@ def mmdg_layout(results: list[tuple[str, dict]]) -> list[str]:
                 slot.setdefault(("hter", pol), []).append(v["hter"])
     if not cells:
         return []
+    sim = any(str(m.get("protocol", "")).startswith("sim/") for _, m in results)
     lines = []
     titles = {"loo": "leave-one-out, complete modalities", "missing": "missing modalities at test (mean over the "
               "leave-one-out splits named in `splits`)", "limited": "limited sources"}
@@ -279,5 +316,7 @@ def mmdg_layout(results: list[tuple[str, dict]]) -> list[str]:
                     seen = splits[(family, mt)]
                     row.insert(0, f"all {len(seen)}" if seen >= set(_MMDG_ORDER["loo"]) else ", ".join(sorted(seen)))
                 lines.append(_row([mt, *row, *avg]))
+            if reference and pol == "test_eer" and family in reference:
+                lines += _reference_lines(reference[family], cols, extra, sim)
             lines.append("")
     return lines

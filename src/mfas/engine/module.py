@@ -40,7 +40,10 @@ def score_batch(model: torch.nn.Module, batch: dict) -> list[tuple[int, float]]:
     return list(zip(pos, scores, strict=True))
 
 
-def lr_lambda(schedule: str, total: int, warmup: float, floor: float):
+def lr_lambda(schedule: str, total: int, warmup: float, floor: float, steps_per_epoch: int = 1,
+              step_epochs: int = 20, step_gamma: float = 0.5):
+    """The lr multiplier of optimizer step ``step``: linear warm-up over ``warmup`` of the ``total`` steps, then
+    cosine to ``floor``, constant, or ``step`` (times ``step_gamma`` every ``step_epochs`` epochs)."""
     warm = int(round(warmup * total))
 
     def f(step: int) -> float:
@@ -48,6 +51,8 @@ def lr_lambda(schedule: str, total: int, warmup: float, floor: float):
             return (step + 1) / warm
         if schedule == "constant":
             return 1.0
+        if schedule == "step":
+            return step_gamma ** (step // max(1, steps_per_epoch * step_epochs))
         t = min(1.0, (step - warm) / max(1, total - warm))
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
 
@@ -79,9 +84,10 @@ class PadModule(L.LightningModule):
     """
 
     def __init__(self, model: PadModel, optim: OptimConfig, total_steps: int, val_names: list[str],
-                 val_labels: list[np.ndarray], selection: str = "last"):
+                 val_labels: list[np.ndarray], selection: str = "last", steps_per_epoch: int | None = None):
         super().__init__()
         self.model, self.optim_cfg, self.total_steps = model, optim, total_steps
+        self.steps_per_epoch = steps_per_epoch or total_steps
         self.val_names, self.val_labels, self.selection = val_names, val_labels, selection
         self._val: dict[int, list[tuple[int, float]]] = {}
         self.history: list[dict] = []
@@ -148,9 +154,11 @@ class PadModule(L.LightningModule):
     def configure_optimizers(self):
         o = self.optim_cfg
         groups = self.model.param_groups(o.weight_decay)
-        opt = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, **adamw_kernel(groups, self._precision()))
+        kind = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
+        opt = kind(groups, lr=o.lr, betas=o.betas, **adamw_kernel(groups, self._precision()))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(o.schedule, self.total_steps, o.warmup,
-                                                                 o.min_lr_ratio))
+                                                                 o.min_lr_ratio, self.steps_per_epoch, o.step_epochs,
+                                                                 o.step_gamma))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def _precision(self) -> str:

@@ -139,10 +139,11 @@ def video_section(label: str, m: dict, tables: dict[str, Table], select: Table |
             "the EER point of the fused test set.", "", *result_tables(vm, cis, note)]
 
 
-def write_report(runs: list[Path], out: Path, n_boot: int = N_BOOT) -> Path:
+def write_report(runs: list[Path], out: Path, n_boot: int = N_BOOT, reference: str | None = None) -> Path:
     """Write ``out/report.md`` (and plots under ``out/plots``) for one or several runs.
 
-    ``n_boot`` resamples per bootstrap interval (0 leaves the intervals out).
+    ``n_boot`` resamples per bootstrap interval (0 leaves the intervals out); ``reference`` names published rows
+    (:mod:`mfas.protocols.reference`) to show, as printed, in the MMDG layout.
     """
     results: list[tuple[str, dict, Path]] = []
     by_run: list[tuple[Path, dict]] = []
@@ -164,11 +165,17 @@ def write_report(runs: list[Path], out: Path, n_boot: int = N_BOOT) -> Path:
     weighted = [(lbl, m) for lbl, m, _ in results if (m.get("average") or {}).get("kind") == "weighted"]
     if weighted:
         lines += table1_layout(weighted)
-    if len(by_run) > 1:
+    if len(by_run) > 1 or reference:
         from mfas.engine.methods import method_label
+        from mfas.protocols.reference import load_reference
 
         labels = {run: method_label(run) for run in dict.fromkeys(run for run, _ in by_run)}
-        lines += mmdg_layout([(labels[run], m) for run, m in by_run])
+        ref = load_reference(reference) if reference else None
+        table = mmdg_layout([(labels[run], m) for run, m in by_run], reference=ref)
+        if reference and not table:
+            table = [f"No run is on an MMDG-benchmark protocol: the `{reference}` reference rows go next to such "
+                     "runs.", ""]
+        lines += table
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     return out / "report.md"

@@ -443,12 +443,13 @@ def train(cfg: ExperimentConfig, resume: bool = False, stores: dict[str, Path] |
         if batches < world:
             raise ConfigError(f"data.batches_per_epoch: {batches} batches per epoch shared by {world} processes leave "
                               f"some with none, and an epoch would train nothing; give at least {world}")
-        total = steps_per_epoch(cfg, len(dm.train.labels), world) * cfg.trainer.max_epochs
+        per_epoch = steps_per_epoch(cfg, len(dm.train.labels), world)
+        total = per_epoch * cfg.trainer.max_epochs
         if cfg.trainer.max_steps > 0:
             total = min(total, cfg.trainer.max_steps)
         val_names = (["select"] if dm.select is not None else []) + [t.name for t in extra]
         val_labels = ([dm.select.labels] if dm.select is not None else []) + [dm.eval_part(t).labels for t in extra]
-        module = PadModule(model, cfg.optim, total, val_names, val_labels, cfg.eval.selection)
+        module = PadModule(model, cfg.optim, total, val_names, val_labels, cfg.eval.selection, per_epoch)
         started = True
         if trainer.is_global_zero:
             if plan in ("restart", "replace"):

@@ -1,4 +1,4 @@
-"""The CLIP backbone of MMDA, built by open_clip from sizes given as data, and its weights.
+"""CLIP towers built by open_clip from sizes given as data, and their weights (MMDA, CLIP, FLIP).
 
 ``pretrained`` is a local file in one of three layouts, all read without unpickling code:
 
@@ -37,8 +37,13 @@ def clip_config(arch: str) -> dict:
     return {"embed_dim": int(cfg["embed_dim"]), "vision": dict(cfg["vision_cfg"]), "text": dict(cfg["text_cfg"])}
 
 
-#: CLIP ViT-B/16 as OpenAI released it (open_clip's ``ViT-B-16``); MMDA's backbone.
+#: CLIP ViT-B/16 as OpenAI released it (open_clip's ``ViT-B-16``); MMDA's, CLIP's and FLIP's backbone.
 VIT_B_16 = clip_config("ViT-B-16")
+
+#: a CLIP-shaped backbone small enough to train on 2 CPU cores in minutes (random weights)
+TINY_CLIP = {"embed_dim": 64,
+             "vision": {"image_size": 112, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+             "text": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
 
 
 def build_clip(cfg: dict, quick_gelu: bool = True) -> CLIP:
@@ -210,8 +215,9 @@ def _class_row(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return c + block.ls_2(block.mlp(block.ln_2(c)))
 
 
-def encode_image(model: CLIP, images: torch.Tensor) -> torch.Tensor:
-    """``model.encode_image`` for images (B, 3, S, S) -> (B, embed_dim). Where the tower pools its class token
+def encode_image(model: CLIP, images: torch.Tensor, project: bool = True) -> torch.Tensor:
+    """``model.encode_image`` for images (B, 3, S, S) -> (B, embed_dim); ``project=False``: the pooled class
+    token before the projection, (B, width) (FLIP-V's feature). Where the tower pools its class token
     (CLIP's ViTs), the last block is evaluated for that token alone: no later op reads the other tokens' outputs,
     so their queries, output projections and MLP rows in that block (about 7% of a ViT-B/16's FLOPs) are skipped,
     with the same result. Any other tower runs as open_clip runs it."""
@@ -224,9 +230,11 @@ def encode_image(model: CLIP, images: torch.Tensor) -> torch.Tensor:
             and v.attn_pool is None and v.pool_type == "tok" and not v.output_tokens
             and getattr(v.transformer, "batch_first", False) and not getattr(v.transformer, "grad_checkpointing", False)
             and hasattr(v, "_embeds")):
+        if not project:
+            raise ConfigError("features before CLIP's projection need a ViT tower that pools its class token")
         return model.encode_image(images)
     x = v._embeds(images)
     for block in blocks[:-1]:
         x = block(x)
     pooled = v.ln_post(_class_row(blocks[-1], x)[:, 0])  # a per-token norm: before or after pooling alike
-    return pooled @ v.proj if v.proj is not None else pooled
+    return pooled @ v.proj if project and v.proj is not None else pooled
