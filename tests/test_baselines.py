@@ -94,6 +94,27 @@ def test_a_short_run_learns_a_fixed_batch(name: str):
     assert last < 0.7 * first, (first, last)
 
 
+@pytest.mark.parametrize("name,extra", [*((n, {}) for n in sorted(SMALL)), ("clip-tiny", {"head": "linear"})])
+def test_every_trainable_parameter_gets_a_gradient(name: str, extra: dict):
+    """DDP (find_unused_parameters=False, Lightning's default) fails on a trainable parameter the loss never
+    reaches: FLIP-V's leftover text-tower parts once were."""
+    m = build(name, **extra).train()
+    b = batch()
+    m.losses(b, m(b))["loss"].backward()
+    unused = [n for n, p in m.named_parameters() if p.requires_grad and p.grad is None]
+    assert not unused, unused
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_scores_stay_finite_under_bf16_autocast(name: str):
+    m = build(name).eval()
+    b = batch()
+    b["rgb"] = b["rgb"] + 3.0  # push maps and probabilities to their ends
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        s = m(b).score
+    assert torch.isfinite(s).all() and ((s >= 0) & (s <= 1)).all(), s
+
+
 def test_vit_losses_reach_their_heads():
     m = build("vit-tiny").train()
     b = batch()
@@ -174,6 +195,11 @@ def test_mmdg_certainty_draws_match_monte_carlo_dropout():
     assert torch.allclose(certainty(a), mc, atol=5e-3)
     assert abs(expected_dropout_std(20, 0.3) * 0.8 - float(drawn.std(0).mean())) < 5e-3
     assert torch.equal(certainty(a, sampled=False), certainty(a, sampled=False))
+    # at inference, the expectation of what training draws (not the certainty of the expected std)
+    mixed = torch.rand(1, 1, 20000) * 3
+    drawn = (torch.rand(20, *mixed.shape) >= 0.3) * mixed / 0.7
+    mc = torch.exp(-2.25 * drawn.std(0, unbiased=True)).mean(-1)
+    assert torch.allclose(certainty(mixed, sampled=False), mc, atol=5e-3)
 
 
 def test_regrad_projections_by_hand():
@@ -340,6 +366,13 @@ def test_cmfl_loads_densenet_weights_and_averages_the_first_kernel_for_grey_stre
     assert torch.allclose(m.streams["depth"].conv0.weight, w.mean(1, keepdim=True))
     assert torch.equal(m.streams["ir"].denseblock2.denselayer1.conv1.weight,
                        src.features.denseblock2.denselayer1.conv1.weight)
+    # torchvision's own 2017 file: old names (norm.1), no num_batches_tracked; and a wrapped, prefixed one
+    old = {k.replace("norm1", "norm.1").replace("conv1", "conv.1"): v for k, v in src.state_dict().items()
+           if not k.endswith("num_batches_tracked")}
+    torch.save({"state_dict": {f"module.{k}": v for k, v in old.items()}}, tmp_path / "old.pth")
+    m2 = build("cmfl-tiny", pretrained=str(tmp_path / "old.pth"))
+    assert torch.equal(m2.streams["rgb"].denseblock1.denselayer1.norm1.weight,
+                       src.features.denseblock1.denselayer1.norm1.weight)
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))

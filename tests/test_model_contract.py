@@ -153,7 +153,7 @@ def test_weight_decay_groups_by_name(name: str):
     assert len(ids) == len(set(ids)) and set(ids) == trainable
     decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
     exempt_names = ("cls_token", "pos_embed", "class_embedding", "positional_embedding", "norm_weight", "mult_bias",
-                    ".b1", ".b2", ".const", "missing.")
+                    ".b1", ".b2", ".const", "missing.", ".gamma", ".beta")
     for n, p in m.named_parameters():
         if id(p) in decayed:
             assert p.ndim >= 2 and not n.endswith(".bias") and not any(e in n for e in exempt_names), n

@@ -52,12 +52,15 @@ class ClipBaseline(PadModel):
         self.num_features, self.head_kind = dim, head
         if head == "text":
             self.prompts = PromptClasses(self.clip)
-        else:
+        else:  # the text tower and logit scale go unused: removed / frozen, so DDP finds every gradient
             self.linear = nn.Linear(dim * len(self.modalities), 2)
             self.num_features = dim * len(self.modalities)
+            del self.clip.transformer, self.clip.token_embedding, self.clip.ln_final, self.clip.positional_embedding
+            self.clip.text_projection = None
+            self.clip.logit_scale.requires_grad_(False)
         if freeze == "backbone":
             self.clip.requires_grad_(False)
-            self.clip.logit_scale.requires_grad_(True)
+            self.clip.logit_scale.requires_grad_(head == "text")
 
     def forward(self, batch: dict) -> ModelOutput:
         present = present_mask(batch, self.modalities)

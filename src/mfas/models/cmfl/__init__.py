@@ -62,6 +62,13 @@ def load_densenet_weights(stream: nn.Sequential, pretrained: str) -> None:
                 sd = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
             raise ConfigError(f"pretrained weights {path}: cannot be read ({str(e).splitlines()[0]})") from None
+    if isinstance(sd, dict):
+        for key in ("state_dict", "model", "module"):
+            if key in sd and isinstance(sd[key], dict):
+                sd = sd[key]
+    if not isinstance(sd, dict):
+        raise ConfigError(f"pretrained weights {pretrained}: not a state dict")
+    sd = {re.sub(r"^(module\.|model\.)", "", k): v for k, v in sd.items() if torch.is_tensor(v)}
     # torchvision's old names (norm.1) and the features. prefix
     sd = {re.sub(r"\.(norm|relu|conv)\.(\d+)", r".\1\2", k): v for k, v in sd.items() if k.startswith("features.")}
     sd = {k[len("features."):]: v for k, v in sd.items() if k.split(".")[1] in KEEP}
@@ -69,11 +76,13 @@ def load_densenet_weights(stream: nn.Sequential, pretrained: str) -> None:
     w = sd.get("conv0.weight")
     if w is not None and w.shape[1] != own["conv0.weight"].shape[1]:
         sd["conv0.weight"] = w.mean(1, keepdim=True).repeat(1, own["conv0.weight"].shape[1], 1, 1)
-    missing, wrong = sorted(set(own) - set(sd)), sorted(k for k in own if k in sd and sd[k].shape != own[k].shape)
+    # files saved before BatchNorm counted its batches (torchvision's own, 2017) lack num_batches_tracked
+    missing = sorted(k for k in set(own) - set(sd) if not k.endswith("num_batches_tracked"))
+    wrong = sorted(k for k in own if k in sd and sd[k].shape != own[k].shape)
     if missing or wrong:
         raise ConfigError(f"pretrained weights {pretrained} do not fit a DenseNet-161 stream: "
                           f"{len(missing)} missing (e.g. {', '.join(missing[:3])}), {len(wrong)} of another shape")
-    stream.load_state_dict({k: sd[k] for k in own})
+    stream.load_state_dict({k: sd[k] for k in own if k in sd}, strict=False)
 
 
 def cmfl_term(ce: torch.Tensor, pt: torch.Tensor, others: list[torch.Tensor], gamma: float) -> torch.Tensor:

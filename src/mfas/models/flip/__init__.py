@@ -75,8 +75,11 @@ class FLIP(PadModel):
         if variant == "v":
             self.head = SSDGHead(int(cfg["vision"]["width"]))
             self.num_features = self.head.dim
-            del self.clip.transformer, self.clip.token_embedding, self.clip.ln_final  # no text tower in FLIP-V
+            # no text tower in FLIP-V: nothing unused may stay trainable (DDP expects every parameter's gradient)
+            del self.clip.transformer, self.clip.token_embedding, self.clip.ln_final, self.clip.positional_embedding
             self.clip.text_projection = None
+            self.clip.logit_scale.requires_grad_(False)
+            self.clip.visual.proj.requires_grad_(False)  # FLIP-V reads the class token before the projection
         else:
             self.prompts = PromptClasses(self.clip)
             self.num_features = int(cfg["embed_dim"])

@@ -43,7 +43,9 @@ class PromptClasses(nn.Module):
                   and n not in ("logit_scale", "logit_bias")]
         if any(p.requires_grad for p in params) and self.training and torch.is_grad_enabled():
             return self._encode(clip)
-        key = (tuple(p._version for p in params), self.tokens.device, params[0].dtype)
+        dev = self.tokens.device.type
+        key = (tuple(p._version for p in params), self.tokens.device, params[0].dtype,
+               torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev))
         if self._cache is None or self._cache[0] != key:
             with torch.no_grad():
                 self._cache = (key, self._encode(clip))

@@ -18,7 +18,7 @@ UNIT_STATS = {"rgb": ((0.0,) * 3, (1.0,) * 3), "depth": ((0.0,), (1.0,)), "ir": 
 def logits_from_probability(p: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """(B,) P(bona fide) -> (B, 2) logits [0, logit(p)], whose softmax gives back p (for models that output a
     probability or a map, not two logits)."""
-    p = p.clamp(eps, 1 - eps)
+    p = p.float().clamp(eps, 1 - eps)  # in float32: bf16 rounds 1 - 1e-6 back to 1, and log1p(-1) is -inf
     return torch.stack([torch.zeros_like(p), torch.log(p) - torch.log1p(-p)], 1)
 
 

@@ -106,7 +106,7 @@ class MMCDCN(PadModel):
         per = {m: self.branches[m].fuse(scales[m]) for m in self.modalities}
         h = self.fuse(torch.cat([per[m] for m in self.modalities], 1))
         depth_map = F.relu(self.out(h))[:, 0]
-        score = depth_map.mean((1, 2)).clamp(0, 1)
+        score = depth_map.float().mean((1, 2)).clamp(0, 1)
         feats = {f"cls_{m}": per[m].mean((2, 3)) for m in self.modalities}
         feats.update(embedding=h.mean((2, 3)), present=present, map=depth_map)
         return ModelOutput(logits=logits_from_probability(score), features=feats)

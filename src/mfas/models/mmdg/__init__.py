@@ -43,9 +43,9 @@ def ssp_loss(f: torch.Tensor, label: torch.Tensor, domain: list[str] | None) -> 
     if len(classes) < 2:
         return f.sum() * 0.0
     idx = torch.tensor([classes.index(n) for n in names], device=f.device)
-    onehot = F.one_hot(idx, len(classes)).to(f.dtype)
-    protos = (onehot.T @ f.detach()) / onehot.sum(0)[:, None]
-    return F.cross_entropy(-torch.cdist(f.float(), protos.float()), idx)
+    onehot = F.one_hot(idx, len(classes)).float()
+    protos = (onehot.T @ f.detach().float()) / onehot.sum(0)[:, None]
+    return F.cross_entropy(-torch.cdist(f.float(), protos), idx)
 
 
 class MMDG(PadModel):
@@ -178,6 +178,13 @@ class MMDG(PadModel):
             grads[m] = list(g)
         with torch.no_grad():
             cur = torch.stack([self.ssp_weight * ssp[m].detach().float() for m in self.modalities])
+            cc = cls_cert.detach().float().mean(0)
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                # every rank must pick the same fast modality and weights (DDP broadcasts rank 0's buffers)
+                both = torch.cat([cur, cc])
+                torch.distributed.all_reduce(both)
+                both /= torch.distributed.get_world_size()
+                cur, cc = both[:len(cur)], both[len(cur):]
             if bool(self.running_seen):
                 self.running_ssp.mul_(self.momentum).add_((1 - self.momentum) * cur)
             else:
@@ -186,7 +193,7 @@ class MMDG(PadModel):
             r = self.running_ssp
             j = int(r.argmin())
             fast = self.modalities[j] if bool((r[j] < torch.cat([r[:j], r[j + 1:]])).all()) else None
-        cert = {m: float(cls_cert[:, i].mean()) for i, m in enumerate(self.modalities)}
+        cert = {m: float(cc[i]) for i, m in enumerate(self.modalities)}
         term = params[0].new_zeros(()) if params else torch.zeros(())
         start = 0
         for m in self.modalities:

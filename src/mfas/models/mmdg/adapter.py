@@ -17,12 +17,15 @@ def quick_gelu(x: torch.Tensor) -> torch.Tensor:
 def expected_dropout_std(samples: int, p: float) -> float:
     """E[sample std] of ``samples`` dropout draws of the value 1 (kept with probability 1 - p, scaled by 1/(1 - p)),
     exactly, over the Binomial number of draws that keep it."""
-    s, q = samples, 1 - p
-    total = 0.0
-    for k in range(s + 1):
-        prob = math.comb(s, k) * q ** k * p ** (s - k)
-        total += prob * math.sqrt(k * (s - k) / (s * (s - 1)))
-    return total / q
+    return sum(w * c for w, c in _std_terms(samples, p))
+
+
+def _std_terms(samples: int, p: float) -> list[tuple[float, float]]:
+    """(probability, std factor) of each number k of draws that keep an element: the draws' unbiased std is
+    |a| times the factor sqrt(k (samples - k) / (samples (samples - 1))) / (1 - p)."""
+    q = 1 - p
+    return [(math.comb(samples, k) * q ** k * p ** (samples - k),
+             math.sqrt(k * (samples - k) / (samples * (samples - 1))) / q) for k in range(samples + 1)]
 
 
 def certainty(a: torch.Tensor, p: float = 0.3, samples: int = 20, rate: float = 2.25, sampled: bool = True,
@@ -31,16 +34,16 @@ def certainty(a: torch.Tensor, p: float = 0.3, samples: int = 20, rate: float = 
 
     The draws are not materialised: dropout keeps an element in k ~ Binomial(samples, 1 - p) of the draws, and
     the unbiased std of those draws is |a| / (1 - p) * sqrt(k (samples - k) / (samples (samples - 1))), the
-    same distribution as drawing them. ``sampled=False`` uses the expectation of that std instead: deterministic,
-    and a sample's value does not depend on its batch (used at inference)."""
-    a = a.detach()
+    same distribution as drawing them. ``sampled=False`` gives the expectation of exp(-rate * std) over k
+    instead (exact, a sum over the samples + 1 values of k): deterministic, and a sample's value does not depend
+    on its batch (used at inference)."""
+    a = a.detach().float()
     if sampled:
-        k = torch.binomial(torch.full_like(a, float(samples), dtype=torch.float32),
-                           torch.full_like(a, 1 - p, dtype=torch.float32), generator=generator).to(a.dtype)
+        k = torch.binomial(torch.full_like(a, float(samples)), torch.full_like(a, 1 - p), generator=generator)
         std = a.abs() / (1 - p) * torch.sqrt(k * (samples - k) / (samples * (samples - 1)))
-    else:
-        std = a.abs() * expected_dropout_std(samples, p)
-    return torch.exp(-rate * std).mean(-1)
+        return torch.exp(-rate * std).mean(-1)
+    mag = a.abs()
+    return sum(w * torch.exp(-rate * c * mag) for w, c in _std_terms(samples, p) if w > 0).mean(-1)
 
 
 class UAdapter(nn.Module):

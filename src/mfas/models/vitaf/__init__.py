@@ -54,6 +54,9 @@ class AdaptedBlock(nn.Module):
         self.gamma = nn.Parameter(torch.full((1, 1, dim), float(fwt_gamma)))
         self.beta = nn.Parameter(torch.full((1, 1, dim), float(fwt_beta)))
 
+    def no_weight_decay(self) -> set[str]:
+        return {"gamma", "beta"}  # noise widths, not weights
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = self.block
         h = b.ls1(b.attn(b.norm1(x)))
