@@ -111,14 +111,16 @@ def regrad(own: list[torch.Tensor | None], ssp: dict[str, list[torch.Tensor | No
             out.append(None)
             continue
         g_own = g_own if g_own is not None else torch.zeros_like(next(iter(g_others.values())))
+        # torch.where on the dot product, not a Python branch: no host synchronisation per parameter on a GPU
         if modality == fast:
             s = sum(g_others.values(), torch.zeros_like(g_own))
-            part = proj(s, g_own) if (g_own * s).sum() > 0 else g_own - proj(s, g_own)
+            along = proj(s, g_own)
+            part = torch.where((g_own * s).sum() > 0, along, g_own - along)
             out.append(cert[modality] * part + s)
         else:
             total = g_own.clone()
             for m, g in g_others.items():
-                part = proj(g_own, g) if (g_own * g).sum() > 0 else g - proj(g_own, g)
-                total = total + cert[m] * part
+                along = proj(g_own, g)
+                total = total + cert[m] * torch.where((g_own * g).sum() > 0, along, g - along)
             out.append(total)
     return out
