@@ -26,43 +26,27 @@ POLICIES = ["test_eer", "val_eer", "bpcer:0.01"]
 #: released value: 0.1, the middle one (ours)
 VITAF_COS = {"C": 1.0, "S": 0.1, "W": 0.01, "P": 0.1}
 
-ITERS = {"batches_per_epoch": 100}
+def recipe(name: str, lr: float, weight_decay: float, batch: int, epochs: int, pretrained: str | None = None,
+           sampler: str = "class_domain", iterations: bool = False, **optim: object) -> dict:
+    """One method's real-data recipe: Adam (L2 weight decay) at a constant lr unless ``optim`` says otherwise;
+    ``iterations``: epochs of 100 batches (the iteration-based codes: 40 x 100 = 4,000 iterations)."""
+    data = {"batch_size": batch, "sampler": sampler, **({"batches_per_epoch": 100} if iterations else {})}
+    return {"model": {"name": name, **({"pretrained": pretrained} if pretrained else {})}, "data": data,
+            "optim": {"name": "adam", "lr": lr, "weight_decay": weight_decay, "schedule": "constant", "warmup": 0.0,
+                      **optim},
+            "trainer": {"max_epochs": epochs}}
+
+
 RECIPES: dict[str, dict] = {
-    "vit": {"model": {"name": "vit", "pretrained": "torchvision"},
-            "data": {"batch_size": 24, "sampler": "class_domain", **ITERS},
-            "optim": {"name": "adam", "lr": 1.0e-4, "weight_decay": 1.0e-6, "schedule": "constant", "warmup": 0.0},
-            "trainer": {"max_epochs": 40}},
-    "clip": {"model": {"name": "clip", "pretrained": "openai"},
-             "data": {"batch_size": 24, "sampler": "class_domain", **ITERS},
-             "optim": {"name": "adam", "lr": 1.0e-6, "weight_decay": 1.0e-6, "schedule": "constant", "warmup": 0.0},
-             "trainer": {"max_epochs": 40}},
-    "flip-v": {"model": {"name": "flip-v", "pretrained": "openai"},
-               "data": {"batch_size": 24, "sampler": "class_domain", **ITERS},
-               "optim": {"name": "adam", "lr": 1.0e-6, "weight_decay": 1.0e-6, "schedule": "constant",
-                         "warmup": 0.0},
-               "trainer": {"max_epochs": 40}},
-    "flip-it": {"model": {"name": "flip-it", "pretrained": "openai"},
-                "data": {"batch_size": 24, "sampler": "class_domain", **ITERS},
-                "optim": {"name": "adam", "lr": 1.0e-6, "weight_decay": 1.0e-6, "schedule": "constant",
-                          "warmup": 0.0},
-                "trainer": {"max_epochs": 40}},
-    "vitaf": {"model": {"name": "vitaf", "pretrained": "orig_in21k_ft_in1k"},
-              "data": {"batch_size": 24, "sampler": "class_domain", **ITERS},
-              "optim": {"name": "adam", "lr": 1.0e-4, "weight_decay": 1.0e-6, "schedule": "constant", "warmup": 0.0},
-              "trainer": {"max_epochs": 40}},
-    "mmdg": {"model": {"name": "mmdg", "pretrained": "torchvision"},
-             "data": {"batch_size": 16, "sampler": "class_domain"},
-             "optim": {"name": "adam", "lr": 5.0e-5, "weight_decay": 5.0e-5, "schedule": "constant", "warmup": 0.0},
-             "trainer": {"max_epochs": 80}},
-    "cmfl": {"model": {"name": "cmfl", "pretrained": "torchvision"},
-             "data": {"batch_size": 64, "sampler": "random"},
-             "optim": {"name": "adam", "lr": 1.0e-4, "weight_decay": 1.0e-6, "schedule": "constant", "warmup": 0.0},
-             "trainer": {"max_epochs": 25}},
-    "mm-cdcn": {"model": {"name": "mm-cdcn"},
-                "data": {"batch_size": 9, "sampler": "random"},
-                "optim": {"name": "adam", "lr": 1.0e-4, "weight_decay": 5.0e-5, "schedule": "step",
-                          "step_epochs": 20, "step_gamma": 0.5, "warmup": 0.0},
-                "trainer": {"max_epochs": 50}},
+    "vit": recipe("vit", 1.0e-4, 1.0e-6, 24, 40, "torchvision", iterations=True),
+    "clip": recipe("clip", 1.0e-6, 1.0e-6, 24, 40, "openai", iterations=True),
+    "flip-v": recipe("flip-v", 1.0e-6, 1.0e-6, 24, 40, "openai", iterations=True),
+    "flip-it": recipe("flip-it", 1.0e-6, 1.0e-6, 24, 40, "openai", iterations=True),
+    "vitaf": recipe("vitaf", 1.0e-4, 1.0e-6, 24, 40, "orig_in21k_ft_in1k", iterations=True),
+    "mmdg": recipe("mmdg", 5.0e-5, 5.0e-5, 16, 80, "torchvision"),
+    "cmfl": recipe("cmfl", 1.0e-4, 1.0e-6, 64, 25, "torchvision", sampler="random"),
+    "mm-cdcn": recipe("mm-cdcn", 1.0e-4, 5.0e-5, 9, 50, sampler="random", schedule="step", step_epochs=20,
+                      step_gamma=0.5),
 }
 #: what the SimFAS twins change for a backbone without pretrained weights
 SIM_MODEL = {"vitaf": {"train": "all"}, "mmdg": {"train_blocks": -1, "freeze_patch_embed": False},

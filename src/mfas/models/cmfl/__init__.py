@@ -25,6 +25,7 @@ from mfas.errors import ConfigError
 from mfas.models.base import ModelOutput, PadModel
 from mfas.models.layers.heads import UNIT_STATS, logits_from_logit
 from mfas.models.layers.inputs import modality_image, present_mask
+from mfas.models.layers.weights import read_tensors
 from mfas.models.registry import register_model
 
 #: the DenseNet-161 parts a stream keeps
@@ -50,25 +51,7 @@ def load_densenet_weights(stream: nn.Sequential, pretrained: str) -> None:
 
         sd = densenet161(weights=DenseNet161_Weights.IMAGENET1K_V1).state_dict()
     else:
-        path = Path(pretrained).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"pretrained weights {path}: no such file")
-        try:
-            if path.suffix == ".safetensors":
-                from safetensors.torch import load_file
-
-                sd = load_file(str(path))
-            else:
-                sd = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise ConfigError(f"pretrained weights {path}: cannot be read ({str(e).splitlines()[0]})") from None
-    if isinstance(sd, dict):
-        for key in ("state_dict", "model", "module"):
-            if key in sd and isinstance(sd[key], dict):
-                sd = sd[key]
-    if not isinstance(sd, dict):
-        raise ConfigError(f"pretrained weights {pretrained}: not a state dict")
-    sd = {re.sub(r"^(module\.|model\.)", "", k): v for k, v in sd.items() if torch.is_tensor(v)}
+        sd = read_tensors(Path(pretrained))
     # torchvision's old names (norm.1) and the features. prefix
     sd = {re.sub(r"\.(norm|relu|conv)\.(\d+)", r".\1\2", k): v for k, v in sd.items() if k.startswith("features.")}
     sd = {k[len("features."):]: v for k, v in sd.items() if k.split(".")[1] in KEEP}

@@ -10,7 +10,6 @@ Classifier heads in the file are ignored; the position embedding is resampled wh
 
 from __future__ import annotations
 
-import pickle
 import re
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from mfas.errors import ConfigError
+from mfas.models.layers.weights import read_tensors
 
 #: ViT-B/16 at 224 (timm ``vit_base_patch16_224``, torchvision ``vit_b_16``)
 VIT_B_16 = {"img_size": 224, "patch_size": 16, "embed_dim": 768, "depth": 12, "num_heads": 12, "mlp_ratio": 4.0}
@@ -64,24 +64,7 @@ def torchvision_to_timm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def read_vit_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a ViT checkpoint file in timm's names (torchvision's converted), classifier heads dropped."""
-    if not path.is_file():
-        raise ConfigError(f"pretrained weights {path}: no such file")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            sd = load_file(str(path))
-        else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError) as e:
-        raise ConfigError(f"pretrained weights {path}: cannot be read ({str(e).splitlines()[0]})") from None
-    if isinstance(sd, dict):
-        for key in ("state_dict", "model", "module"):
-            if key in sd and isinstance(sd[key], dict):
-                sd = sd[key]
-    if not isinstance(sd, dict) or not sd:
-        raise ConfigError(f"pretrained weights {path}: not a state dict")
-    sd = {re.sub(r"^(module\.|model\.)", "", k): v for k, v in sd.items() if torch.is_tensor(v)}
+    sd = read_tensors(path)
     if any(k.startswith("encoder.layers.") for k in sd):
         sd = torchvision_to_timm(sd)
     return {k: v for k, v in sd.items() if not k.startswith(("head.", "fc_norm.", "head_drop."))}
