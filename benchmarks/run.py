@@ -444,7 +444,8 @@ def use_path(model, path: str) -> None:
     """Switch a built MMDA, weights unchanged, between the ``released`` compute path (open_clip's image tower, one
     pass per modality; the prompts over 77 positions re-encoded in every micro-batch) and ``mfas``'s (one pass for
     the three modalities with the last block for the class token only; the prompts over the longest prompt's
-    positions, once per optimiser step)."""
+    positions, once per optimiser step; in training one MoE call per U-DSA level and one for the classifier over the
+    visual rows and both prompt sets, instead of one per set)."""
     import open_clip
 
     from mfas.models.mmda.rs2 import LIVE_PROMPTS, SPOOF_PROMPTS
@@ -462,6 +463,7 @@ def use_path(model, path: str) -> None:
         model.__dict__.pop("encode_all", None)
         model.spoof_tokens, model.live_tokens = model._trimmed_tokens
         model.text_grad = "step"
+    model.group_moe = model.udsa.group_moe = path != "released"
 
 
 def _adamw_step(model, micro: list[dict], opt, phases: bool) -> None:
@@ -484,7 +486,9 @@ def mmda_rate(args: argparse.Namespace) -> dict:
     embeddings cached), and without any cache. Training at the released recipe (``compat: official``, full
     fine-tuning, micro-batch 3, ``--mmda-accum`` micro-batches per AdamW step): the released path (text tower
     re-encoded over 77 positions in every micro-batch, one image pass per modality, foreach AdamW) and mfas's (text
-    tower once per step over the longest prompt, one image pass, fused AdamW). Each with FLOPs and GFLOP/s."""
+    tower once per step over the longest prompt, one image pass, fused AdamW). Each with FLOPs and GFLOP/s. Each
+    training path runs in a process of its own (``--mmda-train-paths``): by default the released path under glibc's
+    own allocator thresholds, as training ran before ``trainer.cpu_allocator``, and mfas's under ``keep``."""
     import torch
 
     from mfas.models import create_model
@@ -544,11 +548,17 @@ def mmda_rate(args: argparse.Namespace) -> dict:
                                               / out["infer_b1"]["latency_ms_median"])
     out["no_cache"] = {"latency_ms": 1e3 * med_fresh, "gflop": flops_fresh / 1e9,
                        "cache_speedup": 1e3 * med_fresh / out["infer_b1"]["latency_ms_median"]}
-    # training at the released recipe
-    del model
-    torch.manual_seed(0)
-    model = create_model(args.mmda_model, compat="official").train()
-    b, k = 3, args.mmda_accum
+    # training at the released recipe: each path in its own process, so that each has its own C allocator
+    model = None  # the inference model's memory is freed before the workers start
+    out["matmul_gflops_n2048_before_after"] = [matmul_before]
+    out["train_recipe"] = _mmda_train(args)
+    out["matmul_gflops_n2048_before_after"].append(_matmul_now())
+    return out
+
+
+def _mmda_micro_batches(k: int, b: int, size: int) -> list[dict]:
+    import torch
+
     micro = []
     for i in range(k):
         mb = _mm_batch(b, size)
@@ -557,33 +567,84 @@ def mmda_rate(args: argparse.Namespace) -> dict:
             mb[m] = torch.randn(mb[m].shape, generator=g)
         mb["domain"] = ["A", "A", "B"]
         micro.append(mb)
-    groups = model.param_groups(5e-5)
+    return micro
+
+
+def _mmda_train_worker(conn, model_name: str, path: str, allocator: str, k: int, threads: int) -> None:
+    """One training path in a process of its own: builds MMDA (seed 0, ``compat: official``), takes one warm-up
+    micro-batch, counts a step's FLOPs, then times one optimiser step per ``"step"`` it receives."""
+    import torch
+
+    from mfas.engine.allocator import apply_allocator
+    from mfas.models import create_model
+
+    torch.set_num_threads(threads)
+    kept = apply_allocator(allocator)
+    torch.manual_seed(0)
+    model = create_model(model_name, compat="official").train()
+    micro = _mmda_micro_batches(k, 3, model.input_size[0])
+    use_path(model, path)
+    released = path == "released"
+    opt = torch.optim.AdamW(model.param_groups(5e-5), lr=5e-6, weight_decay=5e-5,
+                            **({"foreach": True} if released else {"fused": True}))
+    _adamw_step(model, micro[:1], opt, phases=not released)  # warm-up: one micro-batch
+    if released:  # the micro-batches are alike: one counted, times k
+        flops = k * _flops(lambda: (model.losses(micro[0], model(micro[0]))["loss"] / k).backward())
+        opt.zero_grad(set_to_none=True)
+    else:
+        flops = _flops(lambda: _adamw_step(model, micro, opt, phases=True))
+    conn.send({"flops": flops, "keeps_freed_memory": kept})
+    while conn.recv() == "step":
+        t = time.perf_counter()
+        _adamw_step(model, micro, opt, phases=not released)
+        conn.send(time.perf_counter() - t)
+    conn.send(_peak_rss_mb())
+
+
+def _mmda_train(args: argparse.Namespace) -> dict:
+    """Seconds per optimiser step of each ``--mmda-train-paths`` entry (``path:allocator``), each path in a worker
+    process of its own; the workers' steps alternate, so that a machine whose speed drifts drifts under all alike."""
+    import multiprocessing as mp
+
+    import torch
+
+    b, k = 3, args.mmda_accum
+    specs = [tuple(s.split(":")) for s in args.mmda_train_paths.split(",") if s]
+    if not specs or any(len(s) != 2 or s[0] not in ("released", "mfas") or s[1] not in ("keep", "system")
+                        for s in specs):
+        raise SystemExit(f"--mmda-train-paths: path:allocator entries (released|mfas : keep|system), got "
+                         f"{args.mmda_train_paths!r}")
+    ctx = mp.get_context("spawn")
     train: dict = {"micro_batch": b, "accumulation": k, "samples_per_step": b * k}
-    opts, step_flops, step_times = {}, {}, {"released": [], "mfas": []}
-    for path in step_times:
-        use_path(model, path)
-        released = path == "released"
-        opts[path] = torch.optim.AdamW(groups, lr=5e-6, weight_decay=5e-5,
-                                       **({"foreach": True} if released else {"fused": True}))
-        _adamw_step(model, micro[:1], opts[path], phases=not released)  # warm-up: one micro-batch
-        if released:  # the micro-batches are alike: one counted, times k
-            step_flops[path] = k * _flops(lambda: (model.losses(micro[0], model(micro[0]))["loss"] / k).backward())
-            opts[path].zero_grad(set_to_none=True)
-        else:
-            step_flops[path] = _flops(lambda: _adamw_step(model, micro, opts["mfas"], phases=True))
-    for _ in range(args.mmda_steps):  # alternating, as for inference
-        for path, ts in step_times.items():
-            use_path(model, path)
-            ts.extend(timed(lambda p=path: _adamw_step(model, micro, opts[p], phases=p == "mfas"), 1))
-    for path, ts in step_times.items():
-        dt = float(np.median(ts))
-        train[path] = {"step_s": dt, "steps_timed": len(ts), "samples_per_s": b * k / dt,
-                       "gflop_per_step": step_flops[path] / 1e9, "gflops": step_flops[path] / dt / 1e9}
-    train["peak_rss_mb"] = _peak_rss_mb()
-    out["matmul_gflops_n2048_before_after"] = [matmul_before, _matmul_now()]
-    train["speedup"] = train["mfas"]["samples_per_s"] / train["released"]["samples_per_s"]
-    out["train_recipe"] = train
-    return out
+    workers = []
+    try:
+        for path, allocator in specs:
+            here, there = ctx.Pipe()
+            proc = ctx.Process(target=_mmda_train_worker, daemon=True,
+                               args=(there, args.mmda_model, path, allocator, k, torch.get_num_threads()))
+            proc.start()
+            workers.append((f"{path}_{allocator}", here, proc))
+            train[f"{path}_{allocator}"] = {"path": path, "cpu_allocator": allocator, **here.recv()}
+        times: dict[str, list[float]] = {name: [] for name, _, _ in workers}
+        for _ in range(args.mmda_steps):
+            for name, conn, _ in workers:
+                conn.send("step")
+                times[name].append(conn.recv())
+        for name, conn, proc in workers:
+            conn.send("stop")
+            dt = float(np.median(times[name]))
+            fl = train[name].pop("flops")
+            train[name].update({"step_s": dt, "steps_timed": len(times[name]), "samples_per_s": b * k / dt,
+                                "gflop_per_step": fl / 1e9, "gflops": fl / dt / 1e9, "peak_rss_mb": conn.recv()})
+            proc.join(timeout=60)
+    finally:
+        for _, _, proc in workers:
+            if proc.is_alive():
+                proc.kill()
+    first = workers[0][0]
+    for name, _, _ in workers[1:]:
+        train[name][f"speedup_over_{first}"] = train[name]["samples_per_s"] / train[first]["samples_per_s"]
+    return train
 
 
 def _timed_ms(fn: Callable[[], object], reps: int, warm: int = 3) -> dict:
@@ -750,6 +811,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mmda-steps", type=int, default=2, help="timed optimiser steps per path in the MMDA benchmark")
     p.add_argument("--mmda-model", default="mmda", help="MMDA size of the MMDA benchmark (mmda-tiny: a quick check)")
     p.add_argument("--mmda-accum", type=int, default=8, help="micro-batches of 3 per optimiser step (MMDA; 8 released)")
+    p.add_argument("--mmda-train-paths", default="released:system,mfas:keep",
+                   help="MMDA training: compute path (released | mfas) : host allocator (system: glibc's own "
+                        "thresholds, as before trainer.cpu_allocator; keep: its default), comma separated; ratios "
+                        "are to the first")
     p.add_argument("--prepare-videos", type=int, default=100, help="videos (x 3 frames) in the prepare benchmark")
     p.add_argument("--prepare-workers", default="1,2", help="worker counts to time in the prepare benchmark")
     p.add_argument("--mmda-reps", type=int, default=10, help="timed batch-1 inferences in the MMDA benchmark")

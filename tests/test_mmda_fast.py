@@ -1,6 +1,7 @@
 """MMDA's exact savings: the text tower once per optimizer step, prompts cut to the longest one, the three image
 towers in one pass, the prompt side of U-DSA cached at inference. Each must give the released computation's
-numbers: the tests compare against the per-micro-batch, full-context path."""
+numbers: the tests compare against the per-micro-batch, full-context path. So must one MoE call per U-DSA level
+and one for the classifier over the visual rows and both prompt sets (``group_moe``)."""
 
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ OPTS = {**MICRO, "clip": TEXT2, "attn_dropout": 0.0}
 
 
 def pair(compat: str) -> tuple[MMDA, MMDA]:
-    """The released path (text per micro-batch over 77 positions, open_clip's whole image tower once per modality)
-    and the fast one, with the same weights."""
+    """The released path (text per micro-batch over 77 positions, open_clip's whole image tower once per modality,
+    one MoE call per row set) and the fast one, with the same weights."""
     torch.manual_seed(0)
-    slow = create_model("mmda-tiny", compat=compat, text_grad="micro_batch", text_context="full", **OPTS)
+    slow = create_model("mmda-tiny", compat=compat, text_grad="micro_batch", text_context="full", group_moe=False,
+                        **OPTS)
     slow.encode_all = lambda b: torch.stack([slow.clip.encode_image(slow._image(b, k)) for k in ("rgb", "depth", "ir")],
                                             1)
     fast = create_model("mmda-tiny", compat=compat, **OPTS)
@@ -171,3 +173,35 @@ def test_without_phases_every_forward_encodes_the_prompts():
     for _ in range(2):
         fast.losses(b, fast(b))["loss"].backward()
     assert len(n) == 2 and fast.clip.token_embedding.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("compat", ["official", "clean"])
+def test_one_moe_call_per_level_gives_the_three_calls_outputs_draws_and_losses(compat: str):
+    """Training mode, stochastic second-expert routing: with the same seed the grouped calls draw the same routing
+    as the released three calls (a different draw would move the losses by far more than rounding), and every
+    loss term, the auxiliary ones included, comes out the same."""
+    torch.manual_seed(0)
+    # a second-expert threshold above every gate, so that each second expert is taken with probability g2 / 1.5:
+    # at the released 0.2 nearly every gate passes and the draws would hardly matter
+    sep = create_model("mmda-tiny", compat=compat, group_moe=False, moe_threshold=1.5, **OPTS).train()
+    grp = create_model("mmda-tiny", compat=compat, moe_threshold=1.5, **OPTS).train()
+    grp.load_state_dict(sep.state_dict())
+    b = batch(3, domains=["A", "B", "C"])
+    calls = {"sep": 0, "grp": 0}
+    for key, m in (("sep", sep), ("grp", grp)):
+        for mod in m.modules():
+            if type(mod).__name__ == "MoE":
+                mod.register_forward_pre_hook(lambda *a, k=key: calls.__setitem__(k, calls[k] + 1))
+    out = {}
+    for key, m in (("sep", sep), ("grp", grp)):
+        torch.manual_seed(1)
+        out[key] = m.losses(b, m(b))
+    levels = len(sep.udsa.refine)
+    assert calls == {"sep": 1 + 3 * levels + levels + 3, "grp": 1 + levels + levels + 1}
+    assert out["sep"].keys() == out["grp"].keys()
+    for name in out["sep"]:
+        torch.testing.assert_close(out["grp"][name], out["sep"][name], rtol=1e-6, atol=1e-7, msg=name)
+    assert out["sep"]["moe_aux"].item() > 0
+    torch.manual_seed(2)  # another draw does change them: the comparison above can tell draws apart
+    other = sep.losses(b, sep(b))
+    assert abs((other["loss"] - out["sep"]["loss"]).item()) > 1e-4

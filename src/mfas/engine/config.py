@@ -136,6 +136,8 @@ class TrainerConfig(_Strict):
     deterministic: bool = False
     log_every_n_steps: Positive = 10
     progress: bool = True
+    # "keep": freed host memory stays with the process (mfas.engine.allocator), "system": glibc's own thresholds
+    cpu_allocator: Literal["keep", "system"] = "keep"
 
     @field_validator("max_steps")
     @classmethod

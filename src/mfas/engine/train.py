@@ -22,6 +22,7 @@ import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback
 
+from mfas.engine.allocator import apply_allocator
 from mfas.engine.config import ExperimentConfig, dump_config
 from mfas.engine.data import PadDataModule
 from mfas.engine.io import atomic_write_text, check_checkpoint, load_weights, save_weights
@@ -420,6 +421,7 @@ def train(cfg: ExperimentConfig, resume: bool = False, stores: dict[str, Path] |
     try:
         plan = plan_run(run_dir, resume) if launcher else ("resume" if resume and last.exists() else "fresh")
         L.seed_everything(cfg.seed, workers=True, verbose=False)
+        apply_allocator(cfg.trainer.cpu_allocator)
         store_set = resolve_stores(cfg, stores)
         model = create_model(cfg.model.name, **cfg.model.overrides)
         size = cfg.data.image_size

@@ -39,8 +39,9 @@ class Classifier(nn.Module):
         self.moe = MoE(dim, eval_routing=eval_routing)
         self.head = nn.Linear(dim, 2)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h, aux = self.moe(x[:, None])
+    def forward(self, x: torch.Tensor, groups: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``groups``: row counts of inputs that stand for separate calls (see :class:`MoE`)."""
+        h, aux = self.moe(x[:, None], groups)
         return self.head(h[:, 0]), aux
 
 
@@ -72,6 +73,10 @@ class MMDA(PadModel):
         text_context: ``trimmed`` cuts the prompt tokens to the longest prompt (exact under CLIP's causal mask,
             see :func:`~mfas.models.mmda.backbone.trimmed_length`); ``full`` keeps all 77 positions, as released.
         moe_threshold: the second-expert threshold of every MoE block (0.2, released).
+        group_moe: in training, each U-DSA level's MoE and the classifier's MoE run once over the visual rows and
+            both prompt sets instead of once per set, as released: the same outputs and, on the CPU, the same
+            routing draws in the same order (on CUDA, draws of the same law); auxiliary losses per set as
+            released; the experts' weight gradients come from one product instead of three.
     """
 
     supports_missing = True
@@ -81,7 +86,8 @@ class MMDA(PadModel):
                  clip_arch: str = "ViT-B-16", freeze: str = "none", compat: str = "clean",
                  partner_eval: str = "self", num_heads: int = 16, udsa_levels: int = 7, lambda_depth: int = 12,
                  attn_dropout: float = 0.1, smoothing: float = 0.1, reference_momentum: float = 0.99,
-                 text_grad: str = "step", text_context: str = "trimmed", moe_threshold: float = 0.2):
+                 text_grad: str = "step", text_context: str = "trimmed", moe_threshold: float = 0.2,
+                 group_moe: bool = True):
         super().__init__()
         for key, value, allowed in (("freeze", freeze, FREEZE), ("compat", compat, COMPAT),
                                     ("partner_eval", partner_eval, PARTNER_EVAL), ("text_grad", text_grad, TEXT_GRAD),
@@ -101,7 +107,8 @@ class MMDA(PadModel):
         official = compat == "official"
         routing = "stochastic" if official else "deterministic"
         self.md2a = MD2A(dim, num_heads, len(MODALITIES), lambda_depth, attn_dropout, routing)
-        self.udsa = UDSA(dim, num_heads, udsa_levels, "batch" if official else "sample", routing)
+        self.udsa = UDSA(dim, num_heads, udsa_levels, "batch" if official else "sample", routing, group_moe)
+        self.group_moe = group_moe
         self.classifier = Classifier(dim, routing)
         for module in self.modules():
             if isinstance(module, MoE):
@@ -247,12 +254,18 @@ class MMDA(PadModel):
         """Everything after the image towers: tokens and partners (B, 3, D), prompt embeddings (Ns, D), (Nl, D)."""
         v0, aux = self.md2a(tokens, partners)
         vis, sp, lv, aux_u = self.udsa(v0, spoof0, live0, self.text_levels(spoof0, live0))
-        logits, aux_c = self.classifier(vis[-1])
+        anchors = {}
+        if self.training and self.group_moe:  # the prompt-anchor logits of the loss, in the classifier's one call
+            sizes = [vis[-1].shape[0], spoof0.shape[0], live0.shape[0]]
+            z, aux_c = self.classifier(torch.cat([vis[-1], spoof0, live0]), groups=sizes)
+            logits, anchors["anchor_spoof"], anchors["anchor_live"] = z.split(sizes)
+        else:
+            logits, aux_c = self.classifier(vis[-1])
         scale = self.clip.logit_scale.exp()
         align = torch.stack([rs2_logits(v, s, t, scale) for v, s, t in zip(vis, sp, lv, strict=True)])
         feats = {"tokens": tokens, "v0": v0, "final": vis[-1], "align_logits": align, "moe_aux": aux + aux_u + aux_c,
                  "text_spoof": spoof0, "text_live": live0, "embedding": vis[-1],
-                 "present": torch.stack([self.present(batch, m) for m in MODALITIES], 1)}
+                 "present": torch.stack([self.present(batch, m) for m in MODALITIES], 1), **anchors}
         feats.update({f"cls_{m}": tokens[:, i] for i, m in enumerate(MODALITIES)})
         return ModelOutput(logits=logits, features=feats)
 
@@ -273,11 +286,14 @@ class MMDA(PadModel):
         y = smoothed_targets(batch["label"], self.smoothing)
         ce = soft_ce(output.logits, y)
         rs2 = torch.stack([soft_ce(a, y) for a in f["align_logits"]]).sum()
-        z_spoof, aux_s = self.classifier(f["text_spoof"])
-        z_live, aux_l = self.classifier(f["text_live"])
+        if "anchor_spoof" in f:  # computed in the forward's classifier call, its auxiliary losses in moe_aux
+            z_spoof, z_live, aux = f["anchor_spoof"], f["anchor_live"], f["moe_aux"]
+        else:
+            z_spoof, aux_s = self.classifier(f["text_spoof"])
+            z_live, aux_l = self.classifier(f["text_live"])
+            aux = f["moe_aux"] + aux_s + aux_l
         t_spoof = torch.tensor([1 - self.smoothing, self.smoothing], device=z_spoof.device)
         anchor = soft_ce(z_spoof, t_spoof.expand_as(z_spoof)) + soft_ce(z_live, t_spoof.flip(0).expand_as(z_live))
-        aux = f["moe_aux"] + aux_s + aux_l
         return {"ce": ce, "rs2": rs2, "anchor": anchor, "moe_aux": aux, "loss": ce + rs2 + anchor + aux}
 
     def param_groups(self, weight_decay: float) -> list[dict]:

@@ -11,6 +11,8 @@ code's minimum capacity is 4, so capacity is not modelled.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -71,8 +73,14 @@ class MoE(nn.Module):
         h = F.gelu(gate) * a * self.mult_bias[:, None]
         return torch.baddbmm(self.b2[:, None], h, self.w2)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, groups: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``groups``: sizes along the first axis of inputs that stand for separate calls (e.g. the visual rows and
+        the two prompt sets of one U-DSA level): the outputs and the routing draws are those of the separate calls
+        in that order, and aux is the sum of their auxiliary losses; only the products are batched."""
         shape, n_exp = x.shape, self.n_experts
+        sizes = [shape[0]] if groups is None else [int(g) for g in groups]
+        if sum(sizes) != shape[0] or any(g < 1 for g in sizes):
+            raise ValueError(f"MoE groups {sizes} do not split the {shape[0]} rows of the input")
         logits = self.router(x)  # (..., E)
         probs = logits.float().softmax(-1)
         top, idx = probs.topk(2, dim=-1)
@@ -97,6 +105,9 @@ class MoE(nn.Module):
             return y, x.new_zeros(())
         density = F.one_hot(idx[..., 0], n_exp).float().mean(-2)  # share of a row's tokens whose top-1 is e
         proxy = probs.mean(-2)
-        balance = (density * proxy).mean() * n_exp ** 2
-        z = torch.logsumexp(logits.float(), dim=-1).square().mean()
-        return y, (self.balance_coef * balance + self.z_coef * z).to(x.dtype)
+        lse2 = torch.logsumexp(logits.float(), dim=-1).square()
+        aux = None
+        for d, p, z2 in zip(density.split(sizes), proxy.split(sizes), lse2.split(sizes), strict=True):
+            term = (self.balance_coef * ((d * p).mean() * n_exp ** 2) + self.z_coef * z2.mean()).to(x.dtype)
+            aux = term if aux is None else aux + term
+        return y, aux

@@ -30,16 +30,29 @@ class RefineBlock(nn.Module):
         self.attn = nn.MultiheadAttention(dim, num_heads, batch_first=True)
         self.moe = MoE(dim, eval_routing=eval_routing)
 
-    def forward(self, x: torch.Tensor, attend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def mix(self, x: torch.Tensor, attend: str) -> torch.Tensor:
+        """x1 = x + MHA(LN1 x), (R, 1, D)."""
         h = self.ln1(x)
         if attend == "rows":
             h = h.transpose(0, 1)  # (1, R, D): the rows form one sequence
             a = self.attn(h, h, h, need_weights=False)[0].transpose(0, 1)
         else:
             a = self.attn(h, h, h, need_weights=False)[0]
-        x1 = x + a
+        return x + a
+
+    def forward(self, x: torch.Tensor, attend: str) -> tuple[torch.Tensor, torch.Tensor]:
+        x1 = self.mix(x, attend)
         x2, aux = self.moe(self.ln2(x1))
         return x + x1 + x2, aux
+
+    def forward_sets(self, xs: list[torch.Tensor], attends: list[str]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """:meth:`forward` on several row sets (each attends as its ``attends`` entry says), with one MoE call
+        over all of their rows: the same outputs and routing draws as one call per set, in that order; the
+        experts' weight gradients then come from one batched product instead of one per set."""
+        x1s = [self.mix(x, a) for x, a in zip(xs, attends, strict=True)]
+        sizes = [x.shape[0] for x in xs]
+        x2, aux = self.moe(self.ln2(torch.cat(x1s)), groups=sizes)
+        return [x + x1 + y for x, x1, y in zip(xs, x1s, x2.split(sizes), strict=True)], aux
 
 
 class UDSA(nn.Module):
@@ -48,8 +61,9 @@ class UDSA(nn.Module):
     Prompt sets attend within their class; the visual rows attend as ``visual_attention`` says."""
 
     def __init__(self, dim: int, num_heads: int, levels: int = 7, visual_attention: str = "sample",
-                 eval_routing: str = "deterministic"):
+                 eval_routing: str = "deterministic", group_moe: bool = True):
         super().__init__()
+        self.group_moe = group_moe
         if visual_attention not in VISUAL_ATTENTION:
             raise ValueError(f"visual_attention must be one of {VISUAL_ATTENTION}, got {visual_attention!r}")
         self.visual_attention = visual_attention
@@ -61,11 +75,20 @@ class UDSA(nn.Module):
                 ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
         """``text_levels``: the prompt side as :meth:`text_levels` returns it (it does not depend on the images, so
         inference may compute it once); None computes it here, interleaved with the visual rows level by level,
-        which is the released order of the random routing draws in training."""
+        which is the released order of the random routing draws in training. With ``group_moe`` a level's MoE
+        runs once over the visual rows and both prompt sets (:meth:`RefineBlock.forward_sets`), with the same
+        outputs and draws as the released three calls."""
         vis_mode = "rows" if self.visual_attention == "batch" else "self"
         es, ss, ls = [e0[:, None]], [spoof[:, None]], [live[:, None]]
         aux = e0.new_zeros(())
         for block in self.refine:
+            if text_levels is None and self.group_moe:
+                (e, s, t), a = block.forward_sets([es[-1], ss[-1], ls[-1]], [vis_mode, "rows", "rows"])
+                es.append(e)
+                ss.append(s)
+                ls.append(t)
+                aux = aux + a
+                continue
             e, a1 = block(es[-1], vis_mode)
             es.append(e)
             aux = aux + a1
