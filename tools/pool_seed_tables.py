@@ -1,11 +1,12 @@
 """Pool the mean ± sd cells of several `run_sim_evidence.py` tables made from disjoint sets of seeds.
 
     python tools/pool_seed_tables.py base-s01.md:2 base-s2.md:1 --out pooled.md
-    python tools/pool_seed_tables.py docs/results/simfas.md:2 s2.md:1 --after "## The MMDG benchmark's baselines" \\
+    python tools/pool_seed_tables.py docs/results/simfas.md:2 s2.md:1 --after "0:### Seeds 0 and 1" \\
         --cell-n 0:vitaf:C=1
 
 Each input is ``PATH:N``, N being the number of seeds behind its cells. Its tables are the first AUC, HTER @
-test_eer and HTER @ val_eer tables after the line that ``--after`` names (default: the file's start); a cell
+test_eer and HTER @ val_eer tables after the line that ``--after I:TEXT`` names for input I (default: the
+file's start); a cell
 reads ``mean ± sd`` (a bootstrap interval after it is ignored; "—" is a cell with no run). ``--cell-n
 I:VARIANT:COLUMN=N`` says that a cell of input I stands for fewer seeds than its file (e.g. a target that one
 seed did not reach); COLUMN is a target letter or ``mean``.
@@ -72,7 +73,8 @@ def pool(groups: list[tuple[int, float, float]]) -> tuple[int, float, float | No
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("tables", nargs="+", help="PATH:N, N the seeds behind the file's cells")
-    p.add_argument("--after", help="read each file from the first line that starts with this text")
+    p.add_argument("--after", action="append", default=[],
+                   help="I:TEXT, read input I from its first line that starts with TEXT")
     p.add_argument("--cell-n", action="append", default=[], help="I:VARIANT:COLUMN=N, a cell with fewer seeds")
     p.add_argument("--out", type=Path, help="markdown file (default: print)")
     args = p.parse_args(argv)
@@ -88,7 +90,13 @@ def main(argv: list[str] | None = None) -> int:
         if not m or int(m.group(1)) >= len(inputs):
             p.error(f"--cell-n {spec!r}: give I:VARIANT:COLUMN=N with I an input's index")
         overrides[(int(m.group(1)), m.group(2), m.group(3))] = int(m.group(4))
-    read = [read_tables(path, args.after) for path, _ in inputs]
+    after: dict[int, str] = {}
+    for spec in args.after:
+        i, _, text = spec.partition(":")
+        if not i.isdigit() or int(i) >= len(inputs) or not text:
+            p.error(f"--after {spec!r}: give I:TEXT with I an input's index")
+        after[int(i)] = text
+    read = [read_tables(path, after.get(i)) for i, (path, _) in enumerate(inputs)]
     columns = read[0][0]
     variants = list(dict.fromkeys(v for _, cells in read for (_, v, _) in cells))
     out = [f"Pooled from {', '.join(f'{path} ({n} seeds)' for path, n in inputs)}: mean ± sd over seeds, in %; "
