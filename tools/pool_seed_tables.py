@@ -101,22 +101,28 @@ def main(argv: list[str] | None = None) -> int:
     variants = list(dict.fromkeys(v for _, cells in read for (_, v, _) in cells))
     out = [f"Pooled from {', '.join(f'{path} ({n} seeds)' for path, n in inputs)}: mean ± sd over seeds, in %; "
            "(n) where a cell has fewer seeds than the rest.", ""]
-    total = sum(n for _, n in inputs)
+    pooled: dict = {}
+    for metric, _ in METRICS:
+        for variant in variants:
+            for col in columns:
+                groups = [(overrides.get((i, variant, col), n), *cells[(metric, variant, col)])
+                          for i, ((_, n), (_, cells)) in enumerate(zip(inputs, read, strict=True))
+                          if (metric, variant, col) in cells]
+                if groups:
+                    pooled[(metric, variant, col)] = pool(groups)
+    most = max((k for k, _, _ in pooled.values()), default=0)
     for metric, title in METRICS:
         out += [f"#### {title}", "", "| variant | " + " | ".join(f"→ {c}" if len(c) == 1 else c for c in columns)
                 + " |", "|---|" + "---|" * len(columns)]
         for variant in variants:
             row = []
             for col in columns:
-                groups = [(overrides.get((i, variant, col), n), *cells[(metric, variant, col)])
-                          for i, ((_, n), (_, cells)) in enumerate(zip(inputs, read, strict=True))
-                          if (metric, variant, col) in cells]
-                if not groups:
+                if (metric, variant, col) not in pooled:
                     row.append("—")
                     continue
-                k, mean, sd = pool(groups)
+                k, mean, sd = pooled[(metric, variant, col)]
                 text = f"{mean:.1f} ± {sd:.1f}" if sd is not None else f"{mean:.1f}"
-                row.append(text + (f" ({k})" if k != total else ""))
+                row.append(text + (f" ({k})" if k != most else ""))
             out.append(f"| {variant} | " + " | ".join(row) + " |")
         out.append("")
     text = "\n".join(out)

@@ -162,7 +162,8 @@ def main() -> None:
     p.add_argument("--per-domain", type=int, default=500, help="SimFAS samples per domain if the store is made")
     p.add_argument("--runs", type=Path, default=Path("runs/evidence"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--out", type=Path, default=ROOT / "docs/results/simfas.md")
+    # not docs/results/simfas.md: that page is curated (several families, commentary) and a sweep would replace it
+    p.add_argument("--out", type=Path, default=None, help="markdown table (default: <runs>/evidence.md)")
     p.add_argument("--note", default="", help="a line about the machine and store, put under the intro")
     p.add_argument("--family", default="mmfas", help="configs/sim/<family>/loo (mmfas, mmda, baselines)")
     p.add_argument("--variants", nargs="+", default=None, help="default: every config of the family")
@@ -172,6 +173,7 @@ def main() -> None:
                    help="train only these (e.g. to split a sweep over two processes); the table uses all")
     p.add_argument("--report-only", action="store_true", help="aggregate finished runs, train nothing")
     a = p.parse_args()
+    a.out = a.out or a.runs / "evidence.md"
     variants = a.variants or family_variants(a.family)
     unknown = set(variants) - set(family_variants(a.family))
     if unknown:
