@@ -75,14 +75,14 @@ class UDSA(nn.Module):
                 ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
         """``text_levels``: the prompt side as :meth:`text_levels` returns it (it does not depend on the images, so
         inference may compute it once); None computes it here, interleaved with the visual rows level by level,
-        which is the released order of the random routing draws in training. With ``group_moe`` a level's MoE
-        runs once over the visual rows and both prompt sets (:meth:`RefineBlock.forward_sets`), with the same
-        outputs and draws as the released three calls."""
+        which is the released order of the random routing draws in training. With ``group_moe``, in training, a
+        level's MoE runs once over the visual rows and both prompt sets (:meth:`RefineBlock.forward_sets`), with the
+        same outputs and draws as the released three calls."""
         vis_mode = "rows" if self.visual_attention == "batch" else "self"
         es, ss, ls = [e0[:, None]], [spoof[:, None]], [live[:, None]]
         aux = e0.new_zeros(())
         for block in self.refine:
-            if text_levels is None and self.group_moe:
+            if text_levels is None and self.group_moe and self.training:  # at inference (export) rows stay apart
                 (e, s, t), a = block.forward_sets([es[-1], ss[-1], ls[-1]], [vis_mode, "rows", "rows"])
                 es.append(e)
                 ss.append(s)
